@@ -1,0 +1,282 @@
+"""Engine configuration: one TOML file, overridable by environment variables.
+
+Why one typed object: the same settings drive the file report, the live worker and the
+exporters, and a misspelt key or an impossible value must stop the engine at start-up with a
+message naming the key, never half-way through a stream.
+
+Sources, later wins: built-in defaults, the TOML file (``--config`` or ``KPI_ENGINE_CONFIG``),
+then ``KPI_<SECTION>_<KEY>`` environment variables for scalar keys (e.g.
+``KPI_KAFKA_BOOTSTRAP_SERVERS=broker:9092``, ``KPI_CALENDAR_TIMEZONE=Europe/Berlin``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+CONFIG_ENV = "KPI_ENGINE_CONFIG"
+ENV_PREFIX = "KPI_"
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+PERIODS = ("day", "week", "month", "quarter", "year")
+
+
+class ConfigError(ValueError):
+    """A configuration that the engine refuses to start with; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarConfig:
+    timezone: str = "UTC"
+    week_start: str = "monday"
+    fiscal_year_start_month: int = 1
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def week_start_weekday(self) -> int:
+        """0 = Monday … 6 = Sunday, as ``date.weekday()`` counts."""
+        return WEEKDAYS.index(self.week_start)
+
+
+@dataclass(frozen=True, slots=True)
+class MoneyConfig:
+    currency: str = "USD"
+    gross_margin: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    max_event_bytes: int = 1_048_576
+    max_future_skew_seconds: int = 300
+    retention_days: int = 800
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    kpi: str
+    period: str
+    value: float
+    team: str | None = None
+    rep: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaConfig:
+    bootstrap_servers: str = "localhost:9092"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    client_id: str = "kpi-engine"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicsConfig:
+    input: str = "crm.events"
+    dead_letter: str = "crm.events.dlq"
+    partitions: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    app_id: str = "kpi-engine"
+    data_dir: str = ".kpi-engine/worker"
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    store: str = "rocksdb://"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    calendar: CalendarConfig = field(default_factory=CalendarConfig)
+    money: MoneyConfig = field(default_factory=MoneyConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    targets: tuple[Target, ...] = ()
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    topics: TopicsConfig = field(default_factory=TopicsConfig)
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+
+
+_SECTIONS: dict[str, type] = {
+    "calendar": CalendarConfig,
+    "money": MoneyConfig,
+    "limits": LimitsConfig,
+    "kafka": KafkaConfig,
+    "topics": TopicsConfig,
+    "worker": WorkerConfig,
+}
+
+TARGET_PERIODS = PERIODS
+MIN_RETENTION_DAYS = 732
+
+
+def load_config(path: str | os.PathLike[str] | None = None,
+                environ: Mapping[str, str] | None = None) -> Config:
+    """Read defaults, then the TOML file, then environment overrides, and validate."""
+    env = os.environ if environ is None else environ
+    if path is None:
+        path = env.get(CONFIG_ENV) or None
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {p}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+    return config_from_mapping(raw, env)
+
+
+def config_from_mapping(raw: Mapping[str, Any],
+                        environ: Mapping[str, str] | None = None) -> Config:
+    """Build a validated :class:`Config` from parsed TOML (and optional env overrides)."""
+    unknown = set(raw) - set(_SECTIONS) - {"targets"}
+    if unknown:
+        raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        values = raw.get(name, {})
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"[{name}] must be a table")
+        values = dict(values)
+        if environ:
+            values.update(_env_overrides(name, cls, environ))
+        sections[name] = _build_section(name, cls, values)
+    targets = _build_targets(raw.get("targets", []))
+    config = Config(targets=targets, **sections)
+    _validate(config)
+    return config
+
+
+def _env_overrides(section: str, cls: type, environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in fields(cls):
+        key = f"{ENV_PREFIX}{section}_{f.name}".upper()
+        if key in environ:
+            out[f.name] = environ[key]
+    return out
+
+
+def _coerce(section: str, name: str, value: Any, default: Any, annotation: str) -> Any:
+    where = f"[{section}] {name}"
+    if "int" in annotation and "str" not in annotation:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                raise ConfigError(f"{where} must be an integer, got {value!r}") from None
+        if isinstance(value, int):
+            return value
+        raise ConfigError(f"{where} must be an integer, got {value!r}")
+    if "float" in annotation:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where} must be a number, got {value!r}") from None
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    return value
+
+
+def _build_section(section: str, cls: type, values: dict[str, Any]) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ConfigError(f"unknown key(s) in [{section}]: {', '.join(sorted(unknown))}")
+    kwargs = {
+        name: _coerce(section, name, value, known[name].default, str(known[name].type))
+        for name, value in values.items()
+    }
+    return cls(**kwargs)
+
+
+def _build_targets(raw_targets: Any) -> tuple[Target, ...]:
+    if not isinstance(raw_targets, list):
+        raise ConfigError("[[targets]] must be an array of tables")
+    out: list[Target] = []
+    for i, t in enumerate(raw_targets, start=1):
+        where = f"[[targets]] #{i}"
+        if not isinstance(t, Mapping):
+            raise ConfigError(f"{where} must be a table")
+        unknown = set(t) - {"kpi", "period", "value", "team", "rep"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        for key in ("kpi", "period", "value"):
+            if key not in t:
+                raise ConfigError(f"{where}: missing '{key}'")
+        if not isinstance(t["kpi"], str) or not t["kpi"]:
+            raise ConfigError(f"{where}: 'kpi' must be a KPI name")
+        if t["period"] not in TARGET_PERIODS:
+            raise ConfigError(f"{where}: 'period' must be one of {', '.join(TARGET_PERIODS)}")
+        value = t["value"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: 'value' must be a number")
+        if "team" in t and "rep" in t:
+            raise ConfigError(f"{where}: a target names a team or a rep, not both")
+        for key in ("team", "rep"):
+            if key in t and (not isinstance(t[key], str) or not t[key]):
+                raise ConfigError(f"{where}: '{key}' must be a non-empty string")
+        from engine.kpis import TARGETABLE_KPIS  # late import: kpis imports config
+
+        if t["kpi"] not in TARGETABLE_KPIS:
+            raise ConfigError(f"{where}: unknown kpi {t['kpi']!r}")
+        out.append(Target(kpi=t["kpi"], period=t["period"], value=float(value),
+                          team=t.get("team"), rep=t.get("rep")))
+    return tuple(out)
+
+
+def _validate(config: Config) -> None:
+    cal = config.calendar
+    try:
+        ZoneInfo(cal.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"[calendar] timezone {cal.timezone!r} is not an IANA time zone") from None
+    if cal.week_start not in ("monday", "sunday"):
+        raise ConfigError("[calendar] week_start must be 'monday' or 'sunday'")
+    if not 1 <= cal.fiscal_year_start_month <= 12:
+        raise ConfigError("[calendar] fiscal_year_start_month must be 1..12")
+    money = config.money
+    if not money.currency:
+        raise ConfigError("[money] currency must not be empty")
+    if not 0 < money.gross_margin <= 1:
+        raise ConfigError("[money] gross_margin must be in (0, 1]")
+    lim = config.limits
+    if lim.max_event_bytes <= 0:
+        raise ConfigError("[limits] max_event_bytes must be positive")
+    if lim.max_future_skew_seconds < 0:
+        raise ConfigError("[limits] max_future_skew_seconds must be ≥ 0")
+    if lim.retention_days < MIN_RETENTION_DAYS:
+        # The oldest reported window, fiscal year offset 1, starts at most 731 days before as_of.
+        raise ConfigError(f"[limits] retention_days must be ≥ {MIN_RETENTION_DAYS} "
+                          "to cover the oldest reported window (year offset 1)")
+    if config.topics.partitions < 1:
+        raise ConfigError("[topics] partitions must be ≥ 1")
+    if not 0 <= config.worker.web_port <= 65535:
+        raise ConfigError("[worker] web_port must be 0..65535")
+    proto = config.kafka.security_protocol
+    if proto not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
+        raise ConfigError("[kafka] security_protocol must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+    if proto.startswith("SASL") and not config.kafka.sasl_mechanism:
+        raise ConfigError("[kafka] sasl_mechanism is required with a SASL security_protocol")
+
+
+def with_overrides(config: Config, **sections: Any) -> Config:
+    """A copy with whole sections replaced (tests and the CLI use it)."""
+    return replace(config, **sections)

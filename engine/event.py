@@ -1,0 +1,83 @@
+"""The typed CRM event that the KPI core consumes, and the rejection of one that is invalid.
+
+Why a flat slotted class: the core touches a handful of attributes per event at hundreds of
+thousands of events per second, and one shape for all eight types keeps routing and storage
+simple. Money is held in integer micro-units of the reporting currency and instants in integer
+microseconds since the Unix epoch (UTC): sums are then exact, so results cannot depend on the
+order in which events arrive or on how they are split across workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MICRO = 1_000_000  # micro-units per currency unit, microseconds per second
+
+EVENT_TYPES = (
+    "lead.created",
+    "lead.qualified",
+    "activity.logged",
+    "deal.created",
+    "deal.closed",
+    "subscription.started",
+    "subscription.cancelled",
+    "spend.recorded",
+)
+ACTIVITY_TYPES = ("call", "email", "meeting", "demo", "other")
+OUTCOMES = ("won", "lost")
+SPEND_CATEGORIES = ("marketing", "sales")
+
+REASON_CODES = (
+    "malformed_json",
+    "not_an_object",
+    "unknown_type",
+    "missing_field",
+    "invalid_field",
+    "unsupported_schema_version",
+    "currency_mismatch",
+    "too_large",
+    "future_timestamp",
+    "too_late",
+)
+
+
+@dataclass(slots=True)
+class Event:
+    """One valid CRM event (SPEC §1). Optional fields that were absent or null are ``None``.
+
+    ``ts`` is ``occurred_at``; ``amount`` carries ``amount`` (deal and spend events) and
+    ``mrr`` carries a subscription's monthly recurring revenue, both in micro-units.
+    """
+
+    event_id: str
+    type: str
+    ts: int
+    team_id: str | None = None
+    rep_id: str | None = None
+    lead_id: str | None = None
+    deal_id: str | None = None
+    customer_id: str | None = None
+    subscription_id: str | None = None
+    activity_type: str | None = None
+    outcome: str | None = None
+    category: str | None = None
+    amount: int | None = None
+    mrr: int | None = None
+    opened_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a message is not a valid event: a SPEC §1.3 reason code and a detail naming the field."""
+
+    reason: str
+    detail: str
+
+    def __post_init__(self) -> None:
+        if self.reason not in REASON_CODES:
+            raise ValueError(f"unknown reason code {self.reason!r}")
+
+
+def to_micros(value: float) -> int:
+    """Money or seconds as integer millionths, rounded to nearest (exact for ≤ 6 decimals)."""
+    return round(value * MICRO)
