@@ -233,10 +233,14 @@ def _build_targets(raw_targets: Any) -> tuple[Target, ...]:
         for key in ("team", "rep"):
             if key in t and (not isinstance(t[key], str) or not t[key]):
                 raise ConfigError(f"{where}: '{key}' must be a non-empty string")
-        from engine.kpis import TARGETABLE_KPIS  # late import: kpis imports config
+        from engine.kpis import REP_KPIS, TARGETABLE_KPIS, TEAM_KPIS
 
         if t["kpi"] not in TARGETABLE_KPIS:
-            raise ConfigError(f"{where}: unknown kpi {t['kpi']!r}")
+            raise ConfigError(f"{where}: unknown or non-numeric kpi {t['kpi']!r}")
+        if "team" in t and t["kpi"] not in TEAM_KPIS:
+            raise ConfigError(f"{where}: {t['kpi']} is a company-only KPI; it has no team target")
+        if "rep" in t and t["kpi"] not in REP_KPIS:
+            raise ConfigError(f"{where}: {t['kpi']} is not a rep KPI; it has no rep target")
         out.append(Target(kpi=t["kpi"], period=t["period"], value=float(value),
                           team=t.get("team"), rep=t.get("rep")))
     return tuple(out)

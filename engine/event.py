@@ -81,3 +81,19 @@ class Rejection:
 def to_micros(value: float) -> int:
     """Money or seconds as integer millionths, rounded to nearest (exact for ≤ 6 decimals)."""
     return round(value * MICRO)
+
+
+_ROW_FIELDS = (
+    "event_id", "type", "ts", "team_id", "rep_id", "lead_id", "deal_id", "customer_id",
+    "subscription_id", "activity_type", "outcome", "category", "amount", "mrr", "opened_at",
+)
+
+
+def event_to_row(event: Event) -> list:
+    """A compact, JSON-serialisable form for durable storage (table values, snapshots)."""
+    return [getattr(event, name) for name in _ROW_FIELDS]
+
+
+def event_from_row(row: list) -> Event:
+    """Inverse of :func:`event_to_row`."""
+    return Event(*row)

@@ -1,0 +1,145 @@
+"""KPI definitions (SPEC §4): pure functions from summed measures to the report's numbers.
+
+Why formulas over sums: each KPI is computed from additive parts at the very end, never by
+averaging ratios, so a team, a company or a set of workers all give exact results. The same
+parts are what the Prometheus export publishes, and the recording rules repeat these formulas.
+"""
+
+from __future__ import annotations
+
+from engine.event import MICRO
+from engine.measures import (
+    ACT_CALL,
+    ACT_DEMO,
+    ACT_EMAIL,
+    ACT_MEETING,
+    ACT_OTHER,
+    CYCLE_COUNT,
+    CYCLE_SUM_US,
+    DEALS_CREATED,
+    DEALS_LOST,
+    DEALS_WON,
+    LEADS_CREATED,
+    LEADS_QUALIFIED,
+    MRR_NEW,
+    NEW_CUSTOMERS,
+    REVENUE_WON,
+    SPEND_MARKETING,
+    SPEND_SALES,
+)
+
+_DAY_US = 86_400 * MICRO
+
+REP_KPIS = (
+    "leads_created", "leads_qualified", "lead_qualification_rate", "activities",
+    "activities_by_type", "deals_created", "deals_won", "deals_lost", "revenue_won", "win_rate",
+    "lead_conversion_rate", "avg_deal_size", "avg_sales_cycle_days", "sales_velocity",
+    "revenue_growth", "revenue_growth_yoy",
+)
+TEAM_KPIS = REP_KPIS + ("active_reps", "revenue_per_rep")
+COMPANY_KPIS = TEAM_KPIS + (
+    "spend_marketing", "spend_sales", "spend_total", "new_customers", "cac",
+    "customers_active_start", "customers_active_end", "customers_churned", "churn_rate",
+    "retention_rate", "mrr_start", "mrr_end", "mrr_new", "mrr_churned", "arpa", "clv",
+)
+# Every numeric KPI can have a target; activities_by_type is a breakdown, not a number.
+TARGETABLE_KPIS = tuple(k for k in COMPANY_KPIS if k != "activities_by_type")
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """SPEC §4: a ratio is null when its denominator is 0 or null (or its numerator null)."""
+    if numerator is None or denominator is None or denominator == 0:
+        return None
+    return numerator / denominator
+
+
+def money(micros: int) -> float:
+    return micros / MICRO
+
+
+def growth(current: int, earlier: int) -> float | None:
+    """``current / earlier − 1`` on micro-unit revenue; null when ``earlier`` is 0."""
+    r = ratio(current, earlier)
+    return None if r is None else r - 1
+
+
+def flow_kpis(v: list[int]) -> dict[str, object]:
+    """The flow KPIs every scope shares (growth filled in by the caller)."""
+    leads_created = v[LEADS_CREATED]
+    leads_qualified = v[LEADS_QUALIFIED]
+    won, lost, created = v[DEALS_WON], v[DEALS_LOST], v[DEALS_CREATED]
+    revenue = money(v[REVENUE_WON])
+    win_rate = ratio(won, won + lost)
+    avg_deal_size = ratio(revenue, won)
+    cycles = v[CYCLE_COUNT]
+    avg_cycle = ratio(v[CYCLE_SUM_US], cycles * _DAY_US) if cycles else None
+    if win_rate is None or avg_deal_size is None or not avg_cycle:
+        velocity = None
+    else:
+        velocity = created * avg_deal_size * win_rate / avg_cycle
+    by_type = {
+        "call": v[ACT_CALL], "email": v[ACT_EMAIL], "meeting": v[ACT_MEETING],
+        "demo": v[ACT_DEMO], "other": v[ACT_OTHER],
+    }
+    return {
+        "leads_created": leads_created,
+        "leads_qualified": leads_qualified,
+        "lead_qualification_rate": ratio(leads_qualified, leads_created),
+        "activities": sum(by_type.values()),
+        "activities_by_type": by_type,
+        "deals_created": created,
+        "deals_won": won,
+        "deals_lost": lost,
+        "revenue_won": revenue,
+        "win_rate": win_rate,
+        "lead_conversion_rate": ratio(won, leads_qualified),
+        "avg_deal_size": avg_deal_size,
+        "avg_sales_cycle_days": avg_cycle,
+        "sales_velocity": velocity,
+        "revenue_growth": None,
+        "revenue_growth_yoy": None,
+    }
+
+
+def team_kpis(kpis: dict[str, object], active_reps: int) -> None:
+    kpis["active_reps"] = active_reps
+    kpis["revenue_per_rep"] = ratio(kpis["revenue_won"], active_reps)  # type: ignore[arg-type]
+
+
+def company_kpis(kpis: dict[str, object], v: list[int], stocks, period: str,
+                 gross_margin: float) -> None:
+    """Spend, customers, churn, MRR and CLV: company scope only."""
+    spend_total = v[SPEND_MARKETING] + v[SPEND_SALES]
+    new_customers = v[NEW_CUSTOMERS]
+    start, end = stocks.customers_active_start, stocks.customers_active_end
+    churn_rate = ratio(stocks.customers_churned, start)
+    mrr_end = money(stocks.mrr_end)
+    arpa = ratio(mrr_end, end)
+    clv = None
+    if period == "month" and arpa is not None:
+        clv = ratio(arpa * gross_margin, churn_rate)
+    kpis.update({
+        "spend_marketing": money(v[SPEND_MARKETING]),
+        "spend_sales": money(v[SPEND_SALES]),
+        "spend_total": money(spend_total),
+        "new_customers": new_customers,
+        "cac": ratio(money(spend_total), new_customers),
+        "customers_active_start": start,
+        "customers_active_end": end,
+        "customers_churned": stocks.customers_churned,
+        "churn_rate": churn_rate,
+        "retention_rate": ratio(stocks.customers_retained, start),
+        "mrr_start": money(stocks.mrr_start),
+        "mrr_end": mrr_end,
+        "mrr_new": money(v[MRR_NEW]),
+        "mrr_churned": money(stocks.mrr_churned),
+        "arpa": arpa,
+        "clv": clv,
+    })
+
+
+def attainment(value: object, target: float) -> float | None:
+    """SPEC §6.10: null when the KPI is null or the target is 0."""
+    if value is None or target == 0 or not isinstance(value, (int, float)):
+        return None
+    return value / target

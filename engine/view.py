@@ -1,0 +1,171 @@
+"""Questions over one core or many (a worker's partitions) as seen at an instant ``as_of``.
+
+Why a separate view: the core stores every event it was given, including ones at or after
+``as_of`` (the live engine may be asked about the past, a file may hold future events). The view
+applies SPEC §2's visibility: flows in ``[lo, hi)`` with ``hi ≤ as_of`` are whole day buckets
+plus one partial day, and the few deals whose deciding close is not yet visible at ``as_of``
+are corrected explicitly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.calendar import Calendar
+from engine.core import Core, deal_contributions
+from engine.measures import Aggregate, Contribution
+
+
+@dataclass(slots=True)
+class Stocks:
+    """Customer and MRR stock figures of one window (SPEC §4, company scope)."""
+
+    customers_active_start: int = 0
+    customers_active_end: int = 0
+    customers_churned: int = 0
+    customers_retained: int = 0
+    mrr_start: int = 0
+    mrr_end: int = 0
+    mrr_churned: int = 0
+
+    def merge(self, other: "Stocks") -> None:
+        for name in self.__slots__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+class View:
+    """Read-only KPI inputs over ``cores`` at ``as_of`` (µs)."""
+
+    def __init__(self, cores: list[Core], calendar: Calendar, as_of: int) -> None:
+        self.cores = cores
+        self.calendar = calendar
+        self.as_of = as_of
+        self.corrections = [c for core in cores for c in _deal_corrections(core, as_of)]
+
+    # -- flows --------------------------------------------------------------------------------
+
+    def flows(self, lo: int, hi: int) -> Aggregate:
+        """Summed contributions with ``lo ≤ ts < hi``; ``lo`` is a local midnight, ``hi ≤ as_of``."""
+        cal = self.calendar
+        first = cal.local_day(lo)
+        last = cal.local_day(hi)
+        partial = cal.midnight(last) != hi
+        total = Aggregate()
+        for core in self.cores:
+            _sum_days(core, first, last, total)
+            if partial:
+                bucket = core.days.get(last)
+                if bucket is not None:
+                    total.merge(bucket.aggregate_before(hi))
+        for contribution, sign in self.corrections:
+            if lo <= contribution.ts < hi:
+                total.add(contribution, sign)
+        return total
+
+    # -- stocks -------------------------------------------------------------------------------
+
+    def stocks(self, start: int, end: int) -> Stocks:
+        """Customers and MRR active at ``start`` and at ``end`` (= eff_end of the window)."""
+        out = Stocks()
+        for core in self.cores:
+            for customer in core.customers.values():
+                active_start = active_end = False
+                for sub in customer.subscriptions.values():
+                    if sub.start_ts is None:
+                        continue
+                    a = sub.active_at(start)
+                    b = sub.active_at(end)
+                    if a:
+                        out.mrr_start += sub.mrr
+                        active_start = True
+                        if not b:
+                            out.mrr_churned += sub.mrr
+                    if b:
+                        out.mrr_end += sub.mrr
+                        active_end = True
+                out.customers_active_start += active_start
+                out.customers_active_end += active_end
+                if active_start:
+                    if active_end:
+                        out.customers_retained += 1
+                    else:
+                        out.customers_churned += 1
+        return out
+
+    # -- who and how many ---------------------------------------------------------------------
+
+    def teams(self) -> list[str]:
+        return _listed(self.cores, "team_first", self.as_of)
+
+    def reps(self) -> list[str]:
+        return _listed(self.cores, "rep_first", self.as_of)
+
+    def event_counts(self) -> tuple[int, int]:
+        """``(counted, not_visible)``: distinct valid events before / at-or-after ``as_of``."""
+        as_of = self.as_of
+        as_of_day = self.calendar.local_day(as_of)
+        counted = not_visible = 0
+        for core in self.cores:
+            for day, stamps in core.event_ts.items():
+                if day < as_of_day:
+                    counted += len(stamps)
+                elif day > as_of_day:
+                    not_visible += len(stamps)
+                else:
+                    before = sum(1 for ts in stamps if ts < as_of)
+                    counted += before
+                    not_visible += len(stamps) - before
+        return counted, not_visible
+
+
+def _sum_days(core: Core, first: int, end: int, total: Aggregate) -> None:
+    """Add whole days ``[first, end)`` of one core, using cached month sums where possible."""
+    cal = core.calendar
+    cache = core.month_cache
+    days = core.days
+    d = first
+    while d < end:
+        month_end = cal.shift_day("month", cal.period_start_day("month", d), 1)
+        if cal.period_start_day("month", d) == d and month_end <= end:
+            version = core.month_version.get(d, 0)
+            cached = cache.get(d)
+            if cached is None or cached[0] != version:
+                agg = Aggregate()
+                for day in range(d, month_end):
+                    bucket = days.get(day)
+                    if bucket is not None:
+                        agg.merge(bucket.aggregate())
+                cache[d] = cached = (version, agg)
+            total.merge(cached[1])
+            d = month_end
+            continue
+        stop = min(month_end, end)
+        for day in range(d, stop):
+            bucket = days.get(day)
+            if bucket is not None:
+                total.merge(bucket.aggregate())
+        d = stop
+
+
+def _deal_corrections(core: Core, as_of: int) -> list[tuple[Contribution, int]]:
+    """Signed contributions turning the all-events deal state into the one visible at as_of."""
+    out: list[tuple[Contribution, int]] = []
+    for deal_id, deal in core.deals.items():
+        if deal.max_ts() < as_of:
+            continue
+        full = deal_contributions(deal_id, deal, None)
+        visible = deal_contributions(deal_id, deal, as_of)
+        full_before = [c for _, c in full if c.ts < as_of]
+        visible_c = [c for _, c in visible]
+        if full_before == visible_c:
+            continue
+        out.extend((c, -1) for c in full_before)
+        out.extend((c, 1) for c in visible_c)
+    return out
+
+
+def _listed(cores: list[Core], attr: str, as_of: int) -> list[str]:
+    names: set[str] = set()
+    for core in cores:
+        names.update(name for name, first in getattr(core, attr).items() if first < as_of)
+    return sorted(names)
