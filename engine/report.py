@@ -15,9 +15,6 @@ from engine.kpis import attainment, company_kpis, flow_kpis, growth, team_kpis
 from engine.measures import REVENUE_WON, Aggregate
 from engine.view import View
 
-YOY_OFFSET = {"month": 12, "quarter": 4, "year": 1}
-
-
 def build_report(cores: list[Core], as_of: int, config: Config,
                  counts: dict[str, int] | None = None,
                  calendar: Calendar | None = None) -> dict:
@@ -54,10 +51,8 @@ def _window_document(view: View, w: Window, teams: list[str], reps: list[str], c
                      targets: tuple[Target, ...]) -> dict:
     cal, as_of = view.calendar, view.as_of
     flows = view.flows(w.start, min(w.end, as_of))
-    earlier = _growth_base(view, w)
-    year_ago = None
-    if w.offset == 0 and w.period in YOY_OFFSET:
-        year_ago = _to_date(view, cal.window(w.period, YOY_OFFSET[w.period], as_of), w)
+    earlier = view.growth_base(w)
+    year_ago = view.year_ago(w)
 
     def scope(vec: list[int], base: list[int] | None, yoy: list[int] | None) -> dict:
         kpis = flow_kpis(vec)
@@ -91,23 +86,6 @@ def _window_document(view: View, w: Window, teams: list[str], reps: list[str], c
         "reps": {r: {"kpis": k, "targets": _targets(k, targets, "rep", r)}
                  for r, k in rep_docs.items()},
     }
-
-
-def _growth_base(view: View, w: Window) -> Aggregate | None:
-    """Offset 0: the previous window to date; offset 1: the whole offset-2 window (SPEC §4)."""
-    cal = view.calendar
-    if w.offset == 0:
-        return _to_date(view, cal.window(w.period, 1, view.as_of), w)
-    if w.offset == 1:
-        w2 = cal.window(w.period, 2, view.as_of)
-        return view.flows(w2.start, w2.end)
-    return None
-
-
-def _to_date(view: View, earlier: Window, current: Window) -> Aggregate:
-    """``earlier`` measured over the same elapsed absolute time as ``current`` so far."""
-    elapsed = view.as_of - current.start
-    return view.flows(earlier.start, min(earlier.start + elapsed, earlier.end))
 
 
 def _vec(agg: Aggregate | None, name: str | None, kind: str = "company") -> list[int] | None:

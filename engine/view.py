@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.calendar import Calendar
+from engine.calendar import Calendar, Window
 from engine.core import Core, deal_contributions
 from engine.measures import Aggregate, Contribution
+
+
+YOY_OFFSET = {"month": 12, "quarter": 4, "year": 1}
 
 
 @dataclass(slots=True)
@@ -61,6 +64,26 @@ class View:
             if lo <= contribution.ts < hi:
                 total.add(contribution, sign)
         return total
+
+    def to_date(self, earlier: Window, current: Window) -> Aggregate:
+        """``earlier`` measured over the same elapsed absolute time as ``current`` so far."""
+        elapsed = self.as_of - current.start
+        return self.flows(earlier.start, min(earlier.start + elapsed, earlier.end))
+
+    def growth_base(self, w: Window) -> Aggregate | None:
+        """Offset 0: the previous window to date; offset 1: the whole offset-2 window (SPEC §4)."""
+        if w.offset == 0:
+            return self.to_date(self.calendar.window(w.period, 1, self.as_of), w)
+        if w.offset == 1:
+            w2 = self.calendar.window(w.period, 2, self.as_of)
+            return self.flows(w2.start, w2.end)
+        return None
+
+    def year_ago(self, w: Window) -> Aggregate | None:
+        """Month, quarter and year offset 0: the same window one year earlier, to date."""
+        if w.offset != 0 or w.period not in YOY_OFFSET:
+            return None
+        return self.to_date(self.calendar.window(w.period, YOY_OFFSET[w.period], self.as_of), w)
 
     # -- stocks -------------------------------------------------------------------------------
 

@@ -1,0 +1,128 @@
+"""Additive KPI components: the exact integer parts that every ratio KPI is computed from.
+
+Why: several workers each hold some partitions. Each exports these components for its own
+partitions; ``sum()`` across workers is then exactly the whole (counts, micro-unit money and
+microsecond durations are integers), and Prometheus recording rules derive the ratios from the
+summed parts — never an average of ratios. Entity ids never become labels; teams, reps,
+activity types and spend categories are bounded dimensions.
+
+A component is keyed by ``(name, labels)`` where ``labels`` is a tuple of (label, value)
+pairs; every key carries ``period`` and ``offset``. Scope labels: ``scope`` is ``company``,
+``team`` or ``rep`` with ``team``/``rep`` naming it ("" where not applicable).
+"""
+
+from __future__ import annotations
+
+from engine.calendar import REPORT_WINDOWS, Calendar
+from engine.core import Core
+from engine.measures import (
+    ACTIVITY_INDEX,
+    CYCLE_COUNT,
+    CYCLE_SUM_US,
+    DEALS_CREATED,
+    DEALS_LOST,
+    DEALS_WON,
+    LEADS_CREATED,
+    LEADS_QUALIFIED,
+    MRR_NEW,
+    NEW_CUSTOMERS,
+    REVENUE_WON,
+    SPEND_MARKETING,
+    SPEND_SALES,
+    Aggregate,
+)
+from engine.view import View
+
+Labels = tuple[tuple[str, str], ...]
+Components = dict[tuple[str, Labels], int]
+
+# name, measure index, unit ("count", "micros" money, "us" duration), labels beyond scope
+SCOPED_MEASURES: tuple[tuple[str, int, str], ...] = (
+    ("leads_created", LEADS_CREATED, "count"),
+    ("leads_qualified", LEADS_QUALIFIED, "count"),
+    ("deals_created", DEALS_CREATED, "count"),
+    ("deals_won", DEALS_WON, "count"),
+    ("deals_lost", DEALS_LOST, "count"),
+    ("revenue_won", REVENUE_WON, "micros"),
+    ("sales_cycle_seconds_sum", CYCLE_SUM_US, "us"),
+    ("sales_cycles_known", CYCLE_COUNT, "count"),
+)
+COMPANY_MEASURES: tuple[tuple[str, int, str], ...] = (
+    ("new_customers", NEW_CUSTOMERS, "count"),
+    ("mrr_new", MRR_NEW, "micros"),
+)
+STOCKS: tuple[tuple[str, str], ...] = (
+    ("customers_active_start", "count"), ("customers_active_end", "count"),
+    ("customers_churned", "count"), ("customers_retained", "count"),
+    ("mrr_start", "micros"), ("mrr_end", "micros"), ("mrr_churned", "micros"),
+)
+UNITS: dict[str, str] = {name: unit for name, _, unit in SCOPED_MEASURES + COMPANY_MEASURES}
+UNITS.update(dict(STOCKS))
+UNITS.update({"activities": "count", "spend": "micros", "rep_contributions": "count",
+              "revenue_won_growth_base": "micros", "revenue_won_yoy_base": "micros"})
+
+def components(cores: list[Core], calendar: Calendar, as_of: int,
+               include_zeros: bool = True) -> Components:
+    """All components of every report window at ``as_of`` for ``cores``."""
+    view = View(cores, calendar, as_of)
+    teams, reps = view.teams(), view.reps()
+    out: Components = {}
+    for period, offset in REPORT_WINDOWS:
+        w = calendar.window(period, offset, as_of)
+        base = (("period", period), ("offset", str(offset)))
+        flows = view.flows(w.start, min(w.end, as_of))
+        _scoped(out, base, flows, teams, reps)
+        _company(out, base, flows)
+        stocks = view.stocks(w.start, min(w.end, as_of))
+        for name, _unit in STOCKS:
+            out[(name, base)] = getattr(stocks, name)
+        for (team, rep), n in flows.pairs.items():
+            if n or include_zeros:
+                out[("rep_contributions", base + (("team", team or ""), ("rep", rep)))] = n
+        growth_base = view.growth_base(w)
+        if growth_base is not None:
+            _revenue(out, "revenue_won_growth_base", base, growth_base, teams, reps)
+        year_ago = view.year_ago(w)
+        if year_ago is not None:
+            _revenue(out, "revenue_won_yoy_base", base, year_ago, teams, reps)
+    if not include_zeros:
+        out = {k: v for k, v in out.items() if v}
+    return out
+
+
+def _scopes(agg: Aggregate, teams: list[str], reps: list[str]):
+    yield (("scope", "company"), ("team", ""), ("rep", "")), agg.company
+    for team in teams:
+        yield (("scope", "team"), ("team", team), ("rep", "")), agg.team(team)
+    for rep in reps:
+        yield (("scope", "rep"), ("team", ""), ("rep", rep)), agg.rep(rep)
+
+
+def _scoped(out: Components, base: Labels, agg: Aggregate, teams: list[str],
+            reps: list[str]) -> None:
+    for scope, vec in _scopes(agg, teams, reps):
+        labels = base + scope
+        for name, index, _unit in SCOPED_MEASURES:
+            out[(name, labels)] = vec[index]
+        for activity_type, index in ACTIVITY_INDEX.items():
+            out[("activities", labels + (("activity_type", activity_type),))] = vec[index]
+
+
+def _company(out: Components, base: Labels, agg: Aggregate) -> None:
+    for name, index, _unit in COMPANY_MEASURES:
+        out[(name, base)] = agg.company[index]
+    out[("spend", base + (("category", "marketing"),))] = agg.company[SPEND_MARKETING]
+    out[("spend", base + (("category", "sales"),))] = agg.company[SPEND_SALES]
+
+
+def _revenue(out: Components, name: str, base: Labels, agg: Aggregate, teams: list[str],
+             reps: list[str]) -> None:
+    for scope, vec in _scopes(agg, teams, reps):
+        out[(name, base + scope)] = vec[REVENUE_WON]
+
+
+def add_components(into: Components, other: Components) -> Components:
+    """Sum ``other`` into ``into`` (what Prometheus ``sum()`` does across workers)."""
+    for key, value in other.items():
+        into[key] = into.get(key, 0) + value
+    return into
