@@ -1,0 +1,335 @@
+"""The synthetic CRM traffic: reproducible, valid under the SPEC, and shaped like a real funnel."""
+
+from __future__ import annotations
+
+import collections
+import re
+import time
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from itertools import islice
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import orjson
+import pytest
+
+from engine.cli import main
+from engine.decode import decode, parse_timestamp
+from engine.event import Event, Rejection
+from engine.generator import GeneratorSettings, history_events, history_lines, live_lines
+
+BERLIN = ZoneInfo("Europe/Berlin")
+SETTINGS = GeneratorSettings(seed=11, teams=5, reps_per_team=4, timezone="Europe/Berlin",
+                             currency="EUR")
+START = datetime(2025, 1, 1, tzinfo=BERLIN)
+END = datetime(2025, 7, 1, tzinfo=BERLIN)  # spans the spring DST change
+MAX_EVENT_BYTES = 1_048_576
+
+
+def _decode(line: bytes) -> Event | Rejection:
+    return decode(line, currency="EUR", max_event_bytes=MAX_EVENT_BYTES)
+
+
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@pytest.fixture(scope="module")
+def lines() -> list[bytes]:
+    """Six months of a 20-rep organisation in Berlin: ~80k events."""
+    return list(history_lines(SETTINGS, START, END))
+
+
+@pytest.fixture(scope="module")
+def events(lines: list[bytes]) -> list[dict]:
+    return [orjson.loads(line) for line in lines]
+
+
+def _by_type(events: list[dict]) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = collections.defaultdict(list)
+    for event in events:
+        groups[event["type"]].append(event)
+    return groups
+
+
+# --- reproducibility ------------------------------------------------------------------------------
+
+
+def test_same_seed_and_arguments_give_the_same_bytes(lines: list[bytes]) -> None:
+    assert list(history_lines(SETTINGS, START, END)) == lines
+
+
+def test_a_different_seed_gives_different_traffic(lines: list[bytes]) -> None:
+    other = list(history_lines(replace(SETTINGS, seed=12), START, END))
+    assert other[:100] != lines[:100]
+    assert abs(len(other) - len(lines)) < 0.1 * len(lines)
+
+
+# --- validity ---------------------------------------------------------------------------------------
+
+
+def test_every_generated_line_is_a_valid_event(lines: list[bytes]) -> None:
+    rejected = [(line, r) for line in lines if isinstance(r := _decode(line), Rejection)]
+    assert rejected == []
+
+
+def test_event_ids_are_unique_random_base36(events: list[dict]) -> None:
+    ids = [e["event_id"] for e in events]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"[0-9a-z]{10}", i) for i in ids)
+    assert len({i[0] for i in ids}) == 36  # spread over the whole alphabet, not a counter
+
+
+def test_events_come_in_event_time_order_within_the_range(events: list[dict]) -> None:
+    instants = [_instant(e["occurred_at"]) for e in events]
+    assert instants == sorted(instants)
+    assert START <= instants[0] and instants[-1] < END
+
+
+def test_timestamps_carry_the_zone_offsets_and_some_are_utc(events: list[dict]) -> None:
+    suffixes = collections.Counter(e["occurred_at"][19:] for e in events)
+    assert set(suffixes) == {"+01:00", "+02:00", "Z"}  # winter, summer time, integrations
+    for e in events[:2000]:
+        local = _instant(e["occurred_at"])
+        if not e["occurred_at"].endswith("Z"):
+            assert local.utcoffset() == local.astimezone(BERLIN).utcoffset()
+
+
+def test_money_events_carry_the_configured_currency(events: list[dict]) -> None:
+    for e in events:
+        if "amount" in e or "mrr" in e:
+            assert e["currency"] == "EUR"
+
+
+def test_roster_has_named_teams_and_numbered_reps(events: list[dict]) -> None:
+    teams = {e["team_id"] for e in events if "team_id" in e}
+    reps = {e["rep_id"] for e in events if "rep_id" in e}
+    assert teams == {"dach", "nordics", "benelux", "france", "uk-ireland"}
+    assert reps == {f"rep-{i:03d}" for i in range(1, 21)}
+
+
+# --- the funnel ---------------------------------------------------------------------------------
+
+
+def test_qualified_leads_were_created_before(events: list[dict]) -> None:
+    by_type = _by_type(events)
+    created = {e["lead_id"]: _instant(e["occurred_at"]) for e in by_type["lead.created"]}
+    qualified = by_type["lead.qualified"]
+    assert 0.25 < len(qualified) / len(created) < 0.5
+    for e in qualified:
+        assert created[e["lead_id"]] < _instant(e["occurred_at"])
+    sources = collections.Counter(e["source"] for e in by_type["lead.created"])
+    assert set(sources) == {"inbound", "outbound", "referral", "event", "partner"}
+
+
+def test_deals_come_from_qualified_leads_or_existing_customers(events: list[dict]) -> None:
+    by_type = _by_type(events)
+    qualified = {e["lead_id"] for e in by_type["lead.qualified"]}
+    for e in by_type["deal.created"]:
+        assert e["lead_id"] in qualified if "lead_id" in e else "customer_id" in e
+        assert e["rep_id"].startswith("rep-") and e["team_id"]
+
+
+def test_closes_follow_their_deals_and_wins_carry_customer_amount_and_opening(
+        events: list[dict]) -> None:
+    by_type = _by_type(events)
+    opened = {e["deal_id"]: _instant(e["occurred_at"]) for e in by_type["deal.created"]}
+    closes = by_type["deal.closed"]
+    with_created = [e for e in closes if e["deal_id"] in opened]
+    assert 0.95 < len(with_created) / len(closes) < 1.0  # a few closes without deal.created
+    for e in with_created:
+        assert _instant(e["occurred_at"]) > opened[e["deal_id"]]
+    won = [e for e in closes if e["outcome"] == "won"]
+    assert 0.2 < len(won) / len(closes) < 0.45
+    for e in won:
+        assert e["amount"] > 0 and e["customer_id"].startswith("acc-")
+        assert _instant(e["opened_at"]) < _instant(e["occurred_at"])
+        if e["deal_id"] in opened:
+            assert _instant(e["opened_at"]) == opened[e["deal_id"]]
+    cycles = [(_instant(e["occurred_at"]) - _instant(e["opened_at"])).days for e in won]
+    assert 10 < sum(cycles) / len(cycles) < 40  # days to weeks
+
+
+def test_some_deals_are_reopened_and_closed_again(events: list[dict]) -> None:
+    closes = collections.Counter(e["deal_id"] for e in _by_type(events)["deal.closed"])
+    reclosed = [deal for deal, n in closes.items() if n == 2]
+    assert 0.005 < len(reclosed) / len(closes) < 0.06
+    assert max(closes.values()) == 2
+
+
+def test_subscriptions_belong_to_won_or_self_serve_customers(events: list[dict]) -> None:
+    by_type = _by_type(events)
+    won = {e["customer_id"] for e in by_type["deal.closed"] if e["outcome"] == "won"}
+    started = by_type["subscription.started"]
+    for e in started:
+        assert e["customer_id"] in won or e["customer_id"].startswith("ss-")
+        assert e["mrr"] > 0
+    assert sum(e["customer_id"] in won for e in started) > 0.5 * len(started)
+    subscriptions = {e["subscription_id"]: e for e in started}
+    cancelled = by_type["subscription.cancelled"]
+    assert cancelled
+    for e in cancelled:
+        start = subscriptions[e["subscription_id"]]
+        assert start["customer_id"] == e["customer_id"]
+        assert _instant(start["occurred_at"]) < _instant(e["occurred_at"])
+
+
+def test_some_customers_come_back_with_a_new_subscription() -> None:
+    small = replace(SETTINGS, teams=1, reps_per_team=5)
+    two_years = list(history_events(small, START, START + timedelta(days=730)))
+    by_type = _by_type(two_years)
+    cancelled_at = {e["customer_id"]: _instant(e["occurred_at"])
+                    for e in by_type["subscription.cancelled"]}
+    returns = [e for e in by_type["subscription.started"]
+               if e["customer_id"] in cancelled_at
+               and _instant(e["occurred_at"]) > cancelled_at[e["customer_id"]]]
+    assert returns
+
+
+def test_activities_are_about_half_and_happen_in_office_hours(events: list[dict]) -> None:
+    activities = _by_type(events)["activity.logged"]
+    assert 0.45 < len(activities) / len(events) < 0.55
+    kinds = collections.Counter(e["activity_type"] for e in activities)
+    assert set(kinds) == {"call", "email", "meeting", "demo", "other"}
+    for e in activities:
+        local = _instant(e["occurred_at"]).astimezone(BERLIN)
+        assert local.weekday() < 5 and 8 <= local.hour < 18
+    linked = sum("lead_id" in e or "deal_id" in e for e in activities)
+    assert linked > 0.6 * len(activities)
+    assert all(e["duration_seconds"] >= 0 for e in activities if "duration_seconds" in e)
+
+
+def test_spend_is_recorded_daily_for_marketing_and_weekly_per_team(events: list[dict]) -> None:
+    spend = _by_type(events)["spend.recorded"]
+    marketing_days = {e["occurred_at"][:10] for e in spend if e["category"] == "marketing"}
+    assert len(marketing_days) == (END - START).days
+    team_sales = [e for e in spend if e["category"] == "sales" and "team_id" in e]
+    assert len(team_sales) == 5 * 26  # five teams, 26 Mondays in the first half of 2025
+
+
+@pytest.mark.slow
+def test_two_years_of_sixty_reps_is_about_a_million_events_of_a_sane_mix() -> None:
+    settings = GeneratorSettings(seed=5, timezone="Europe/Berlin", currency="EUR")
+    start = datetime(2024, 1, 1, tzinfo=BERLIN)
+    counts: collections.Counter[str] = collections.Counter()
+    began = time.process_time()
+    for event in history_events(settings, start, start + timedelta(days=731)):
+        counts[event["type"]] += 1
+    elapsed = time.process_time() - began
+    total = sum(counts.values())
+    share = {kind: n / total for kind, n in counts.items()}
+    assert 850_000 < total < 1_150_000
+    assert 0.45 < share["activity.logged"] < 0.55
+    assert 0.15 < share["lead.created"] < 0.35
+    assert 0.03 < share["deal.created"] < 0.08
+    assert 0.03 < share["deal.closed"] < 0.08
+    assert 0.01 < share["subscription.started"] < 0.04
+    assert share["subscription.cancelled"] > 0.002 and share["spend.recorded"] > 0.0005
+    assert total / elapsed > 50_000  # ≥ 100k/s on a quiet machine; allow for a busy CI
+
+
+def test_events_argument_sizes_the_history() -> None:
+    start, end = datetime(2025, 1, 1, tzinfo=timezone.utc), datetime(2026, 1, 1, tzinfo=timezone.utc)
+    from engine.generator import scale_for_events
+
+    settings = replace(SETTINGS, scale=scale_for_events(SETTINGS, start, end, 30_000))
+    total = sum(1 for _ in history_lines(settings, start, end))
+    assert 24_000 < total < 36_000
+
+
+# --- noise ----------------------------------------------------------------------------------------
+
+
+def test_duplicates_are_verbatim_redeliveries_of_earlier_lines(lines: list[bytes]) -> None:
+    noisy = list(history_lines(replace(SETTINGS, duplicates=0.05), START, END))
+    extra = len(noisy) - len(lines)
+    assert 0.04 * len(lines) < extra < 0.06 * len(lines)
+    seen: set[bytes] = set()
+    first_copies = []
+    for line in noisy:
+        if line in seen:
+            continue  # a redelivery: the same bytes as a line already sent
+        seen.add(line)
+        first_copies.append(line)
+    assert first_copies == lines  # the valid stream is unchanged by the noise
+
+
+def test_invalid_messages_are_rejected_for_varied_reasons(lines: list[bytes]) -> None:
+    noisy = list(history_lines(replace(SETTINGS, invalid=0.01), START, END))
+    valid = [line for line in noisy if isinstance(_decode(line), Event)]
+    assert valid == lines
+    reasons = collections.Counter(r.reason for line in noisy
+                                  if isinstance(r := _decode(line), Rejection))
+    assert 0.008 * len(lines) < sum(reasons.values()) < 0.012 * len(lines)
+    assert set(reasons) == {"malformed_json", "not_an_object", "unknown_type", "missing_field",
+                            "invalid_field", "unsupported_schema_version", "currency_mismatch"}
+
+
+# --- live mode ------------------------------------------------------------------------------------
+
+
+def test_live_mode_stamps_events_now_at_the_requested_rate() -> None:
+    now = time.time()
+    items = list(islice(live_lines(SETTINGS, rate=500, now=now), 5000))
+    dues = [due for due, _ in items]
+    assert dues == sorted(dues)
+    assert now <= dues[0] < now + 1
+    achieved = len(items) / (dues[-1] - now)
+    assert 350 < achieved < 650
+    for due, line in items[:500]:
+        event = orjson.loads(line)
+        assert isinstance(_decode(line), Event)
+        assert abs(parse_timestamp(event["occurred_at"]) / 1e6 - due) < 0.002
+    kinds = collections.Counter(orjson.loads(line)["type"] for _, line in items)
+    assert kinds["deal.closed"] > 0 and kinds["subscription.started"] > 0
+
+
+def test_live_cli_writes_lines_stamped_with_the_wall_clock(tmp_path: Path) -> None:
+    out = tmp_path / "live.jsonl"
+    began = time.time()
+    assert main(["generate", "--rate", "200", "--count", "40", "--out", str(out)]) == 0
+    lines = out.read_bytes().splitlines()
+    assert len(lines) == 40
+    for line in lines:
+        stamp = parse_timestamp(orjson.loads(line)["occurred_at"]) / 1e6
+        assert began - 1 < stamp < time.time() + 1
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+
+def test_cli_writes_a_reproducible_history_file(tmp_path: Path) -> None:
+    config = tmp_path / "engine.toml"
+    config.write_text('[calendar]\ntimezone = "Europe/London"\n[money]\ncurrency = "GBP"\n')
+    args = ["generate", "--config", str(config), "--teams", "2", "--reps-per-team", "3",
+            "--from", "2025-03-01", "--to", "2025-04-01", "--seed", "9"]
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    assert main([*args, "--out", str(first)]) == 0
+    assert main([*args, "--out", str(second)]) == 0
+    assert first.read_bytes() == second.read_bytes()
+    events = [orjson.loads(line) for line in first.read_bytes().splitlines()]
+    assert len(events) > 1000
+    assert {e["currency"] for e in events if "currency" in e} == {"GBP"}
+    assert {e["occurred_at"][19:] for e in events} == {"+00:00", "+01:00", "Z"}
+    assert min(_instant(e["occurred_at"]) for e in events) >= datetime(
+        2025, 3, 1, tzinfo=ZoneInfo("Europe/London"))
+
+
+def test_cli_days_ends_now(tmp_path: Path) -> None:
+    out = tmp_path / "recent.jsonl"
+    assert main(["generate", "--days", "3", "--teams", "1", "--out", str(out)]) == 0
+    stamps = [_instant(orjson.loads(line)["occurred_at"]) for line in out.read_bytes().splitlines()]
+    now = datetime.now(timezone.utc)
+    assert now - timedelta(days=3, minutes=1) <= min(stamps) and max(stamps) < now
+
+
+@pytest.mark.parametrize("args", [
+    ["--rate", "10", "--days", "3"],
+    ["--count", "10"],
+    ["--from", "2025-01-01"],
+    ["--from", "2025-02-01", "--to", "2025-01-01"],
+    ["--topic", "x"],
+])
+def test_cli_refuses_contradictory_arguments(args: list[str], tmp_path: Path) -> None:
+    assert main(["generate", *args, "--out", str(tmp_path / "x.jsonl")]) == 2
