@@ -19,7 +19,7 @@ from engine.config import CalendarConfig
 from engine.event import MICRO
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_SLOT_US = 900 * MICRO  # every modern UTC offset and transition is a multiple of 15 minutes
+SLOT_US = 900 * MICRO  # every modern UTC offset and transition is a multiple of 15 minutes
 
 REPORT_WINDOWS: tuple[tuple[str, int], ...] = (
     ("day", 0), ("day", 1),
@@ -63,21 +63,21 @@ class Calendar:
         self.zone = ZoneInfo(config.timezone)
         self.week_start = config.week_start_weekday
         self.fiscal_start = config.fiscal_year_start_month
-        self._slot_day: dict[int, int] = {}
+        self.slot_day: dict[int, int] = {}
         self._midnight: dict[int, int] = {}
 
     # -- instants and dates -------------------------------------------------------------------
 
     def local_day(self, us: int) -> int:
         """The local calendar date (ordinal) of an instant."""
-        slot = us // _SLOT_US
-        day = self._slot_day.get(slot)
+        slot = us // SLOT_US
+        day = self.slot_day.get(slot)
         if day is None:
-            first = self._exact_local_day(slot * _SLOT_US)
-            last = self._exact_local_day(slot * _SLOT_US + _SLOT_US - 1)
+            first = self._exact_local_day(slot * SLOT_US)
+            last = self._exact_local_day(slot * SLOT_US + SLOT_US - 1)
             if first != last:  # an exotic zone whose boundary is not on a slot: no memo
                 return self._exact_local_day(us)
-            self._slot_day[slot] = day = first
+            self.slot_day[slot] = day = first
         return day
 
     def _exact_local_day(self, us: int) -> int:

@@ -17,7 +17,7 @@ from array import array
 from bisect import insort
 from dataclasses import dataclass, field
 
-from engine.calendar import Calendar
+from engine.calendar import SLOT_US, Calendar
 from engine.config import CalendarConfig
 from engine.event import Event
 from engine.measures import (
@@ -40,6 +40,15 @@ from engine.measures import (
 from engine.routing import ASPECT_ACQUISITION, ASPECT_PRIMARY
 
 _SPEND_INDEX = {"marketing": SPEND_MARKETING, "sales": SPEND_SALES}
+
+
+def _contribution(ts: int, team: str | None, rep: str | None, active: bool,
+                  values: tuple[tuple[int, int], ...]) -> Contribution:
+    """Builds a Contribution without NamedTuple's Python-level ``__new__`` (hot path)."""
+    return _tuple_new(Contribution, (ts, team, rep, active, values))
+
+
+_tuple_new = tuple.__new__
 
 
 @dataclass(slots=True)
@@ -118,10 +127,11 @@ class Customer:
 class DayBucket:
     """The contributions whose instant falls on one local date, with a cached aggregate."""
 
-    __slots__ = ("items", "_aggregate")
+    __slots__ = ("items", "month", "_aggregate")
 
-    def __init__(self) -> None:
+    def __init__(self, month: int) -> None:
         self.items: dict[tuple, Contribution] = {}
+        self.month = month  # first-of-month ordinal, for invalidating month sums
         self._aggregate: Aggregate | None = None
 
     def aggregate(self) -> Aggregate:
@@ -158,6 +168,7 @@ class Core:
         self.team_first: dict[str, int] = {}
         self.rep_first: dict[str, int] = {}
         self.version = 0
+        self._slot_day = self.calendar.slot_day  # the calendar's memo, read inline for speed
 
     # -- applying events ----------------------------------------------------------------------
 
@@ -177,7 +188,7 @@ class Core:
         return True
 
     def _note_counted(self, e: Event) -> None:
-        day = self.calendar.local_day(e.ts)
+        day = self._slot_day.get(e.ts // SLOT_US) or self.calendar.local_day(e.ts)
         stamps = self.event_ts.get(day)
         if stamps is None:
             stamps = self.event_ts[day] = array("q")
@@ -210,7 +221,7 @@ class Core:
             if lead.created is not None:
                 self._drop(("lc", e.lead_id), lead.created.ts)
             lead.created = new
-            self._put(("lc", e.lead_id), Contribution(
+            self._put(("lc", e.lead_id), _contribution(
                 new.ts, new.team, new.rep, True, ((LEADS_CREATED, 1),)))
 
     def _lead_qualified(self, e: Event) -> None:
@@ -222,15 +233,15 @@ class Core:
             if lead.qualified is not None:
                 self._drop(("lq", e.lead_id), lead.qualified.ts)
             lead.qualified = new
-            self._put(("lq", e.lead_id), Contribution(
+            self._put(("lq", e.lead_id), _contribution(
                 new.ts, new.team, new.rep, True, ((LEADS_QUALIFIED, 1),)))
 
     def _activity(self, e: Event) -> None:
-        self._put(("a", e.event_id), Contribution(
+        self._put(("a", e.event_id), _contribution(
             e.ts, e.team_id, e.rep_id, True, ((ACTIVITY_INDEX[e.activity_type], 1),)))
 
     def _spend(self, e: Event) -> None:
-        self._put(("s", e.event_id), Contribution(
+        self._put(("s", e.event_id), _contribution(
             e.ts, None, None, False, ((_SPEND_INDEX[e.category], e.amount),)))
 
     def _deal_created(self, e: Event) -> None:
@@ -295,27 +306,28 @@ class Core:
 
     # -- day buckets --------------------------------------------------------------------------
 
-    def _bucket(self, ts: int) -> tuple[int, DayBucket]:
-        day = self.calendar.local_day(ts)
+    def _bucket(self, ts: int) -> DayBucket:
+        day = self._slot_day.get(ts // SLOT_US) or self.calendar.local_day(ts)
         bucket = self.days.get(day)
         if bucket is None:
-            bucket = self.days[day] = DayBucket()
-        return day, bucket
+            month = self.calendar.period_start_day("month", day)
+            bucket = self.days[day] = DayBucket(month)
+        return bucket
 
-    def _touch(self, day: int, bucket: DayBucket) -> None:
+    def _touch(self, bucket: DayBucket) -> None:
         bucket._aggregate = None
-        month = self.calendar.period_start_day("month", day)
-        self.month_version[month] = self.month_version.get(month, 0) + 1
+        versions = self.month_version
+        versions[bucket.month] = versions.get(bucket.month, 0) + 1
 
     def _put(self, key: tuple, contribution: Contribution) -> None:
-        day, bucket = self._bucket(contribution.ts)
+        bucket = self._bucket(contribution.ts)
         bucket.items[key] = contribution
-        self._touch(day, bucket)
+        self._touch(bucket)
 
     def _drop(self, key: tuple, ts: int) -> None:
-        day, bucket = self._bucket(ts)
+        bucket = self._bucket(ts)
         if bucket.items.pop(key, None) is not None:
-            self._touch(day, bucket)
+            self._touch(bucket)
 
 
 def deal_contributions(deal_id: str, deal: Deal, as_of: int | None
