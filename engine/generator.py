@@ -93,7 +93,7 @@ class GeneratorSettings:
     reps_per_team: int = 12
     timezone: str = "UTC"
     currency: str = "USD"
-    scale: float = 1.0          # multiplies every volume; 1.0 ≈ EVENTS_PER_REP_DAY per rep and day
+    scale: float = 1.0          # multiplies every volume; 1.0 ≈ EVENTS_PER_REP_DAY per rep-day
     annual_growth: float = 0.25  # history volumes grow by this much a year (1.0 = doubling)
     duplicates: float = 0.0     # fraction of lines re-emitted verbatim a little later
     invalid: float = 0.0        # fraction of extra, invalid messages
@@ -235,13 +235,13 @@ class _Model:
 
     def run(self, start: float, end: float, emit_from: float | None = None
             ) -> Iterator[tuple[int, dict]]:
-        """Simulate from the local day of ``start``; yield ``(ts, event)`` for ts in [emit_from, end).
+        """Simulate from the day of ``start``; yield ``(ts, event)`` for ts in [emit_from, end).
 
         ``emit_from`` defaults to ``start``; in live mode it is later, and the days before it
         only fill the pipeline.
         """
         emit_from = start if emit_from is None else emit_from
-        self.end = end
+        self.start, self.end = start, end
         clock = self.clock
         first_day = day = clock.day_of(start)
         span_days = max((end - start) / _DAY_S, 1.0) if math.isfinite(end) else 1.0
@@ -264,7 +264,7 @@ class _Model:
             day += 1
 
     def _plan_day(self, scale: float, visible: bool) -> None:
-        """Schedule the day's new work: leads, expansions, sign-ups, and (if seen) activities, spend."""
+        """Schedule the day's new work: leads, expansions, sign-ups; activities, spend if seen."""
         rng, s = self.rng, self.s
         workday = self.flat or self._weekday(self.day) < 5
         day_factor = 5 / 7 if self.flat else 1.0  # live: a week's volume spread over 7 days
@@ -300,7 +300,7 @@ class _Model:
             self._plan_spend(scale)
 
     def _plan_spend(self, scale: float) -> None:
-        """Marketing daily (paid media) and monthly (events, brand); sales weekly per team, monthly."""
+        """Marketing daily (paid media) and monthly (events, brand); sales weekly per team."""
         rng, s = self.rng, self.s
         at_six, at_nine = self.midnight + 6 * 3600, self.midnight + 9 * 3600
         leads_per_day = LEADS_PER_REP_WORKDAY * s.reps * scale * 5 / 7
@@ -318,8 +318,12 @@ class _Model:
     # -- scheduling
 
     def _at(self, ts: int, handler: Callable[[int, object], dict | None], subject: object) -> None:
-        """Run ``handler(ts, subject)`` at ``ts`` (never earlier than the event being handled)."""
-        if ts >= self.end:
+        """Run ``handler(ts, subject)`` at ``ts`` (never earlier than the event being handled).
+
+        Work outside the simulated range is dropped: before ``start`` nothing exists yet (so
+        every follow-up's cause is in the output too), after ``end`` it would never be seen.
+        """
+        if not self.start <= ts < self.end:
             return
         self.seq += 1
         item = (ts, self.seq, handler, subject)
@@ -581,7 +585,8 @@ class _EventIds:
         rest, low = divmod(value, 46_656)
         first, middle = divmod(rest, 46_656)
         head, high = divmod(first, 46_656)
-        return _BASE36[head] + _BASE36_TRIPLES[high] + _BASE36_TRIPLES[middle] + _BASE36_TRIPLES[low]
+        triples = _BASE36_TRIPLES
+        return _BASE36[head] + triples[high] + triples[middle] + triples[low]
 
 
 _MINUTE_SECOND = tuple(f"{m:02d}:{s:02d}" for m in range(60) for s in range(60))

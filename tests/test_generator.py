@@ -17,7 +17,13 @@ import pytest
 from engine.cli import main
 from engine.decode import decode, parse_timestamp
 from engine.event import Event, Rejection
-from engine.generator import GeneratorSettings, history_events, history_lines, live_lines
+from engine.generator import (
+    GeneratorSettings,
+    history_events,
+    history_lines,
+    live_lines,
+    scale_for_events,
+)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 SETTINGS = GeneratorSettings(seed=11, teams=5, reps_per_team=4, timezone="Europe/Berlin",
@@ -66,7 +72,7 @@ def test_a_different_seed_gives_different_traffic(lines: list[bytes]) -> None:
     assert abs(len(other) - len(lines)) < 0.1 * len(lines)
 
 
-# --- validity ---------------------------------------------------------------------------------------
+# --- validity -------------------------------------------------------------------------------------
 
 
 def test_every_generated_line_is_a_valid_event(lines: list[bytes]) -> None:
@@ -230,8 +236,8 @@ def test_two_years_of_sixty_reps_is_about_a_million_events_of_a_sane_mix() -> No
 
 
 def test_events_argument_sizes_the_history() -> None:
-    start, end = datetime(2025, 1, 1, tzinfo=timezone.utc), datetime(2026, 1, 1, tzinfo=timezone.utc)
-    from engine.generator import scale_for_events
+    start = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    end = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
     settings = replace(SETTINGS, scale=scale_for_events(SETTINGS, start, end, 30_000))
     total = sum(1 for _ in history_lines(settings, start, end))

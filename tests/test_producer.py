@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import orjson
 import pytest
 
 from engine.cli import main
 from engine.config import KafkaConfig
+from engine.decode import parse_timestamp
 from engine.generator import GeneratorSettings, history_lines
 from engine.kafka_client import create_consumer
 from engine.producer import entity_key, send_lines
@@ -148,3 +149,19 @@ def test_a_message_too_large_is_counted_as_failed_and_the_rest_is_sent(kafka_bro
     assert "MessageSizeTooLarge" in result.errors[0]
     records = asyncio.run(_consume(kafka_broker.bootstrap, topic, unique_name("group"), 2))
     assert [r.value for r in records] == [lines[0], lines[2]]
+
+
+@pytest.mark.kafka
+def test_live_generate_streams_to_kafka(kafka_broker, unique_name, tmp_path) -> None:
+    topic = unique_name("live")
+    config = tmp_path / "engine.toml"
+    config.write_text(f'[kafka]\nbootstrap_servers = "{kafka_broker.bootstrap}"\n')
+    began = time.time()
+    assert main(["generate", "--config", str(config), "--kafka", "--topic", topic,
+                 "--rate", "200", "--count", "60"]) == 0
+    records = asyncio.run(_consume(kafka_broker.bootstrap, topic, unique_name("group"), 60))
+    assert len(records) == 60
+    for record in records:
+        stamp = parse_timestamp(orjson.loads(record.value)["occurred_at"]) / 1e6
+        assert began - 1 < stamp < time.time()
+        assert record.key == _expected_key(record.value)
