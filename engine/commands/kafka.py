@@ -1,0 +1,97 @@
+"""``kpi-engine kafka start|stop|status``: a local Kafka broker for development.
+
+Why a subcommand: the newcomer demo and manual testing need a broker without Docker; ``start``
+leaves it running in the background (its pid and address recorded in the data directory), so
+``status`` and ``stop`` work from any later shell. ``--foreground`` keeps it attached instead.
+Exit status: 0 success (``status``: running), 3 ``status``: not running, 1 cannot start or
+stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from engine.kafka_local import KafkaLocalError, LocalKafka, read_state, state_path, stop_pid
+
+DEFAULT_DATA_DIR = Path(".kpi-engine") / "kafka"
+NOT_RUNNING = 3
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "kafka", help="run a local single-node Kafka broker (KRaft) for development",
+        description="Start, stop or inspect a local Apache Kafka broker on 127.0.0.1. "
+                    "The first start downloads the Kafka jars with Maven.")
+    parser.add_argument("action", choices=("start", "stop", "status"))
+    parser.add_argument("--port", type=int, default=0,
+                        help="broker port on 127.0.0.1 (default: a free port)")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                        help=f"broker data and state directory (default: {DEFAULT_DATA_DIR})")
+    parser.add_argument("--foreground", action="store_true",
+                        help="with start: stay attached and stop the broker on Ctrl-C")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return {"start": _start, "stop": _stop, "status": _status}[args.action](args)
+
+
+def _progress(message: str) -> None:
+    print(f"kafka: {message}", file=sys.stderr, flush=True)
+
+
+def _start(args: argparse.Namespace) -> int:
+    state = read_state(args.data_dir)
+    if state and state.running:
+        _progress(f"already running (pid {state.pid})")
+        print(state.bootstrap)
+        return 0
+    kafka = LocalKafka(args.data_dir, port=args.port, progress=_progress)
+    try:
+        kafka.start()
+    except KafkaLocalError as exc:
+        print(f"kpi-engine kafka: {exc}", file=sys.stderr)
+        return 1
+    print(kafka.bootstrap, flush=True)
+    if not args.foreground:
+        return 0
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        kafka.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        kafka.stop()
+    return 0
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop(args: argparse.Namespace) -> int:
+    state = read_state(args.data_dir)
+    if state is None or not state.running:
+        _progress("not running")
+    else:
+        _progress(f"stopping pid {state.pid}")
+        try:
+            stop_pid(state.pid, Path(state.data_dir))
+        except KafkaLocalError as exc:
+            print(f"kpi-engine kafka: {exc}", file=sys.stderr)
+            return 1
+    state_path(args.data_dir).unlink(missing_ok=True)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    state = read_state(args.data_dir)
+    if state is None or not state.running:
+        print("not running")
+        return NOT_RUNNING
+    print(f"running {state.bootstrap} pid {state.pid} log {state.log_file}")
+    return 0
