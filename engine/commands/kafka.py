@@ -1,4 +1,4 @@
-"""``kpi-engine kafka start|stop|status``: a local Kafka broker for development.
+"""``kpi-engine kafka start|stop|status|fetch``: a local Kafka broker for development.
 
 Why a subcommand: the newcomer demo and manual testing need a broker without Docker; ``start``
 leaves it running in the background (its pid and address recorded in the data directory), so
@@ -15,7 +15,14 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from engine.kafka_local import KafkaLocalError, LocalKafka, read_state, state_path, stop_pid
+from engine.kafka_local import (
+    KafkaLocalError,
+    LocalKafka,
+    ensure_kafka_jars,
+    read_state,
+    state_path,
+    stop_pid,
+)
 
 DEFAULT_DATA_DIR = Path(".kpi-engine") / "kafka"
 NOT_RUNNING = 3
@@ -26,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "kafka", help="run a local single-node Kafka broker (KRaft) for development",
         description="Start, stop or inspect a local Apache Kafka broker on 127.0.0.1. "
                     "The first start downloads the Kafka jars with Maven.")
-    parser.add_argument("action", choices=("start", "stop", "status"))
+    parser.add_argument("action", choices=("start", "stop", "status", "fetch"),
+                        help="fetch: only download the Kafka jars into the cache (setup uses it)")
     parser.add_argument("--port", type=int, default=0,
                         help="broker port on 127.0.0.1 (default: a free port)")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
@@ -37,7 +45,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"start": _start, "stop": _stop, "status": _status}[args.action](args)
+    actions = {"start": _start, "stop": _stop, "status": _status, "fetch": _fetch}
+    return actions[args.action](args)
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    try:
+        lib = ensure_kafka_jars(progress=_progress)
+    except KafkaLocalError as exc:
+        print(f"kpi-engine kafka: {exc}", file=sys.stderr)
+        return 1
+    print(lib)
+    return 0
 
 
 def _progress(message: str) -> None:
