@@ -1,0 +1,168 @@
+"""The Prometheus export: KPI components computed from live state at scrape time.
+
+Why a custom collector and not global gauges: a worker's partitions move between workers, and
+windows move with the wall clock (day offset 0 rolls over at local midnight with no event). A
+gauge set when an event arrives would go stale on both counts; ``collect()`` instead asks the
+cores the worker holds *now* for the components at ``as_of = clock()``.
+
+Why components and not KPIs: each worker exports only the additive parts of its own partitions
+(:mod:`engine.components`); ``sum()`` across workers is then the whole, and the recording rules
+in ``prometheus/rules/kpi_recording.yml`` derive every ratio from the summed parts, exactly as
+:mod:`engine.kpis` does. Component ``N`` is the gauge ``kpi_N``; money is converted from
+micro-units to currency units and durations from microseconds to seconds, so every number is in
+a base unit (the currency is the ``currency`` label of ``kpi_info``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from engine.calendar import REPORT_WINDOWS, Calendar
+from engine.components import UNITS, components
+from engine.config import Config, Target
+from engine.core import Core
+from engine.event import MICRO
+from engine.timestamps import now_micros
+
+PREFIX = "kpi_"
+
+# Divisor turning a component's integer into the exported float, per unit of engine.components.
+UNIT_DIVISORS: dict[str, int] = {"count": 1, "micros": MICRO, "us": MICRO}
+
+HELP: dict[str, str] = {
+    "leads_created": "Leads whose earliest lead.created falls in the window.",
+    "leads_qualified": "Leads whose earliest lead.qualified falls in the window.",
+    "deals_created": "Deals whose earliest deal.created falls in the window.",
+    "deals_won": "Deals whose latest close is won and falls in the window.",
+    "deals_lost": "Deals whose latest close is lost and falls in the window.",
+    "revenue_won": "Sum of won amounts closed in the window, in the reporting currency.",
+    "sales_cycle_seconds_sum": "Sum of the cycle lengths of won closes with a known cycle, "
+                               "in seconds.",
+    "sales_cycles_known": "Won closes in the window with a known cycle length.",
+    "activities": "Activities logged in the window, by activity_type.",
+    "new_customers": "Customers acquired in the window (company scope).",
+    "mrr_new": "MRR of subscriptions started in the window, in the reporting currency.",
+    "spend": "Spend recorded in the window, by category, in the reporting currency.",
+    "customers_active_start": "Customers active at the window start.",
+    "customers_active_end": "Customers active at the effective window end, min(end, as_of).",
+    "customers_churned": "Customers active at the start and not at the effective end.",
+    "customers_retained": "Customers active at the start and at the effective end.",
+    "mrr_start": "MRR of subscriptions active at the window start, in the reporting currency.",
+    "mrr_end": "MRR of subscriptions active at the effective end, in the reporting currency.",
+    "mrr_churned": "MRR of subscriptions active at the start and not at the effective end, "
+                   "in the reporting currency.",
+    "rep_contributions": "Rep-activating contributions per (team, rep) in the window; a rep is "
+                         "active when the sum over workers is > 0.",
+    "revenue_won_growth_base": "Revenue won in the revenue_growth comparison window (offset 0: "
+                               "previous window to date; offset 1: the offset-2 window), "
+                               "in the reporting currency.",
+    "revenue_won_yoy_base": "Revenue won in the same window one year earlier, to date, "
+                            "in the reporting currency.",
+}
+
+
+class KpiCollector(Collector):
+    """Gauges of the KPI components of ``cores_provider()`` at ``as_of = clock()`` (µs).
+
+    ``cores_provider`` returns the cores this process holds at the moment of the scrape (a
+    worker's assigned partitions, or one core for a file). Pass ``registry`` to register the
+    collector on it; nothing is ever registered on the global default registry implicitly.
+    """
+
+    def __init__(self, cores_provider: Callable[[], list[Core]], calendar: Calendar,
+                 config: Config, clock: Callable[[], int] = now_micros,
+                 registry: CollectorRegistry | None = None) -> None:
+        self.cores_provider = cores_provider
+        self.calendar = calendar
+        self.config = config
+        self.clock = clock
+        self.targets = latest_targets(config.targets)
+        if registry is not None:
+            registry.register(self)
+
+    def describe(self) -> Iterator[Metric]:
+        """The metric names, for the registry's duplicate check; no state is read."""
+        for name in UNITS:
+            yield GaugeMetricFamily(PREFIX + name, _help(name))
+        for family in _static_families(self.config, self.targets):
+            yield family
+        yield GaugeMetricFamily("kpi_as_of_timestamp_seconds", _AS_OF_HELP)
+        yield GaugeMetricFamily("kpi_window_start_timestamp_seconds", _START_HELP)
+        yield GaugeMetricFamily("kpi_window_end_timestamp_seconds", _END_HELP)
+        yield GaugeMetricFamily("kpi_collect_duration_seconds", _DURATION_HELP)
+
+    def collect(self) -> Iterator[Metric]:
+        started = time.perf_counter()
+        as_of = self.clock()
+        cores = self.cores_provider()
+        families = components_to_families(components(cores, self.calendar, as_of))
+        yield from families.values()
+        yield from _static_families(self.config, self.targets)
+        yield GaugeMetricFamily("kpi_as_of_timestamp_seconds", _AS_OF_HELP, value=as_of / MICRO)
+        starts = GaugeMetricFamily("kpi_window_start_timestamp_seconds", _START_HELP,
+                                   labels=("period", "offset"))
+        ends = GaugeMetricFamily("kpi_window_end_timestamp_seconds", _END_HELP,
+                                 labels=("period", "offset"))
+        for period, offset in REPORT_WINDOWS:
+            w = self.calendar.window(period, offset, as_of)
+            starts.add_metric((period, str(offset)), w.start / MICRO)
+            ends.add_metric((period, str(offset)), w.end / MICRO)
+        yield starts
+        yield ends
+        yield GaugeMetricFamily("kpi_collect_duration_seconds", _DURATION_HELP,
+                                value=time.perf_counter() - started)
+
+
+_AS_OF_HELP = "The instant (Unix seconds) the exported windows and components refer to."
+_START_HELP = "Start of each reported window (Unix seconds), by period and offset."
+_END_HELP = "End of each reported window (Unix seconds), by period and offset."
+_DURATION_HELP = "Time this process took to compute the KPI components for this scrape."
+
+
+def components_to_families(comps: dict) -> dict[str, GaugeMetricFamily]:
+    """One gauge family ``kpi_<name>`` per component name, values converted to base units."""
+    families: dict[str, GaugeMetricFamily] = {}
+    label_names: dict[str, tuple[str, ...]] = {}
+    for (name, labels), value in comps.items():
+        family = families.get(name)
+        keys = tuple(k for k, _ in labels)
+        if family is None:
+            family = families[name] = GaugeMetricFamily(PREFIX + name, _help(name), labels=keys)
+            label_names[name] = keys
+        elif keys != label_names[name]:
+            raise ValueError(f"component {name} has inconsistent labels {keys}")
+        divisor = UNIT_DIVISORS[UNITS[name]]
+        family.add_metric(tuple(v for _, v in labels), value if divisor == 1 else value / divisor)
+    return families
+
+
+def latest_targets(targets: tuple[Target, ...]) -> dict[tuple, Target]:
+    """SPEC §6.10: a later target for the same KPI, period and scope replaces an earlier one."""
+    latest: dict[tuple, Target] = {}
+    for t in targets:
+        latest[(t.kpi, t.period, t.team, t.rep)] = t
+    return latest
+
+
+def _static_families(config: Config, targets: dict[tuple, Target]) -> Iterator[Metric]:
+    info = GaugeMetricFamily("kpi_info", "Reporting time zone and currency of this engine.",
+                             labels=("timezone", "currency"))
+    info.add_metric((config.calendar.timezone, config.money.currency), 1)
+    yield info
+    yield GaugeMetricFamily("kpi_gross_margin", "Configured gross margin used by CLV (0..1].",
+                            value=config.money.gross_margin)
+    family = GaugeMetricFamily(
+        "kpi_target", "Configured KPI target per period and scope, in the KPI's own unit.",
+        labels=("kpi", "period", "scope", "team", "rep"))
+    for t in targets.values():
+        scope = "rep" if t.rep is not None else "team" if t.team is not None else "company"
+        family.add_metric((t.kpi, t.period, scope, t.team or "", t.rep or ""), t.value)
+    yield family
+
+
+def _help(name: str) -> str:
+    return HELP.get(name, f"KPI component {name} ({UNITS.get(name, 'count')}).")
