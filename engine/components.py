@@ -67,13 +67,14 @@ def components(cores: list[Core], calendar: Calendar, as_of: int,
     view = View(cores, calendar, as_of)
     teams, reps = view.teams(), view.reps()
     out: Components = {}
-    for period, offset in REPORT_WINDOWS:
-        w = calendar.window(period, offset, as_of)
+    spans = [calendar.window(period, offset, as_of) for period, offset in REPORT_WINDOWS]
+    all_stocks = view.stocks_for([(w.start, min(w.end, as_of)) for w in spans])
+    for w, stocks in zip(spans, all_stocks):
+        period, offset = w.period, w.offset
         base = (("period", period), ("offset", str(offset)))
         flows = view.flows(w.start, min(w.end, as_of))
         _scoped(out, base, flows, teams, reps)
         _company(out, base, flows)
-        stocks = view.stocks(w.start, min(w.end, as_of))
         for name, _unit in STOCKS:
             out[(name, base)] = getattr(stocks, name)
         for (team, rep), n in flows.pairs.items():

@@ -13,7 +13,7 @@ from engine.config import Config, Target
 from engine.core import Core
 from engine.kpis import attainment, company_kpis, flow_kpis, growth, team_kpis
 from engine.measures import REVENUE_WON, Aggregate
-from engine.view import View
+from engine.view import Stocks, View
 
 def build_report(cores: list[Core], as_of: int, config: Config,
                  counts: dict[str, int] | None = None,
@@ -32,10 +32,11 @@ def build_report(cores: list[Core], as_of: int, config: Config,
     invalid = counts.get("invalid", 0)
     read = counts.get("read", counted + not_visible + duplicate + invalid)
     targets = _targets_by_period(config.targets)
+    spans = [calendar.window(period, offset, as_of) for period, offset in REPORT_WINDOWS]
+    stocks = view.stocks_for([(w.start, min(w.end, as_of)) for w in spans])
     windows = [
-        _window_document(view, calendar.window(period, offset, as_of), teams, reps, config,
-                         targets.get(period, ()))
-        for period, offset in REPORT_WINDOWS
+        _window_document(view, w, s, teams, reps, config, targets.get(w.period, ()))
+        for w, s in zip(spans, stocks)
     ]
     return {
         "as_of": from_micros(as_of, timezone.utc).isoformat(),
@@ -47,8 +48,8 @@ def build_report(cores: list[Core], as_of: int, config: Config,
     }
 
 
-def _window_document(view: View, w: Window, teams: list[str], reps: list[str], config: Config,
-                     targets: tuple[Target, ...]) -> dict:
+def _window_document(view: View, w: Window, stocks: Stocks, teams: list[str], reps: list[str],
+                     config: Config, targets: tuple[Target, ...]) -> dict:
     cal, as_of = view.calendar, view.as_of
     flows = view.flows(w.start, min(w.end, as_of))
     earlier = view.growth_base(w)
@@ -64,8 +65,7 @@ def _window_document(view: View, w: Window, teams: list[str], reps: list[str], c
 
     company = scope(flows.company, _vec(earlier, None), _vec(year_ago, None))
     team_kpis(company, flows.active_reps())
-    company_kpis(company, flows.company, view.stocks(w.start, min(w.end, as_of)), w.period,
-                 config.money.gross_margin)
+    company_kpis(company, flows.company, stocks, w.period, config.money.gross_margin)
     team_docs = {}
     for team in teams:
         kpis = scope(flows.team(team), _vec(earlier, team, "team"), _vec(year_ago, team, "team"))

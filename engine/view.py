@@ -89,30 +89,51 @@ class View:
 
     def stocks(self, start: int, end: int) -> Stocks:
         """Customers and MRR active at ``start`` and at ``end`` (= eff_end of the window)."""
-        out = Stocks()
+        return self.stocks_for([(start, end)])[0]
+
+    def stocks_for(self, spans: list[tuple[int, int]]) -> list[Stocks]:
+        """:meth:`stocks` for many windows in one pass over the customers.
+
+        Each subscription's end is found once and each distinct instant is tested once: the
+        report and every scrape ask about ~20 instants, over every customer.
+        """
+        instants = sorted({b for span in spans for b in span})
+        index = {b: i for i, b in enumerate(instants)}
+        pairs = [(index[a], index[b]) for a, b in spans]
+        out = [Stocks() for _ in spans]
+        n = len(instants)
         for core in self.cores:
             for customer in core.customers.values():
-                active_start = active_end = False
+                active = [False] * n
+                subs = []
                 for sub in customer.subscriptions.values():
-                    if sub.start_ts is None:
+                    start = sub.start_ts
+                    if start is None:
                         continue
-                    a = sub.active_at(start)
-                    b = sub.active_at(end)
+                    end = sub.ended_at()
+                    flags = [start < b and (end is None or end >= b) for b in instants]
+                    if True in flags:
+                        subs.append((sub.mrr, flags))
+                        active = [x or y for x, y in zip(active, flags)]
+                if not subs:
+                    continue
+                for stocks, (i, j) in zip(out, pairs):
+                    a, b = active[i], active[j]
                     if a:
-                        out.mrr_start += sub.mrr
-                        active_start = True
-                        if not b:
-                            out.mrr_churned += sub.mrr
+                        stocks.customers_active_start += 1
+                        if b:
+                            stocks.customers_retained += 1
+                        else:
+                            stocks.customers_churned += 1
                     if b:
-                        out.mrr_end += sub.mrr
-                        active_end = True
-                out.customers_active_start += active_start
-                out.customers_active_end += active_end
-                if active_start:
-                    if active_end:
-                        out.customers_retained += 1
-                    else:
-                        out.customers_churned += 1
+                        stocks.customers_active_end += 1
+                    for mrr, flags in subs:
+                        if flags[i]:
+                            stocks.mrr_start += mrr
+                            if not flags[j]:
+                                stocks.mrr_churned += mrr
+                        if flags[j]:
+                            stocks.mrr_end += mrr
         return out
 
     # -- who and how many ---------------------------------------------------------------------
