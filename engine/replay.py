@@ -6,6 +6,7 @@ not have a decoder or KPI logic of its own — only the reading loop lives here.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass, field
 
@@ -38,6 +39,21 @@ def replay_file(path: str | os.PathLike[str], config: Config, core: Core | None 
     itself is the report's business, so every valid event is applied.
     """
     result = Replay(core if core is not None else Core(config.calendar))
+    # The core's state is acyclic (dicts, tuples, slotted records), so the cyclic collector
+    # only costs time here: with a million live objects its full passes take a third of the
+    # load. Paused for the load, then the loaded state is frozen out of later collections.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        _load(path, config, result, keep_errors)
+    finally:
+        if gc_was_enabled:
+            gc.freeze()
+            gc.enable()
+    return result
+
+
+def _load(path: str | os.PathLike[str], config: Config, result: Replay, keep_errors: int) -> None:
     apply = result.core.apply
     currency = config.money.currency
     max_bytes = config.limits.max_event_bytes
@@ -53,4 +69,3 @@ def replay_file(path: str | os.PathLike[str], config: Config, core: Core | None 
         elif not apply(event):
             duplicate += 1
     result.read, result.duplicate, result.invalid = read, duplicate, invalid
-    return result
