@@ -1,0 +1,78 @@
+"""The Faust application object of the live worker, built from a :class:`~engine.config.Config`.
+
+Why a factory and nothing else here: the app is configuration only (broker, store, web server,
+guarantees); topics, tables, agents and views are attached by :mod:`streams.worker`. A function
+rather than a module-level global lets tests and tools build several independent apps in one
+process.
+
+Settings that matter for correctness:
+
+- ``processing_guarantee`` stays ``at_least_once``: Faust's ``exactly_once`` is unreliable in
+  0.15.x, so redelivery is expected and made harmless by idempotent state (each table record
+  holds the ids of the events it applied; see :mod:`streams.agents`).
+- ``web_tables_enabled`` is off: the ``/table`` endpoints would expose raw entity rows.
+- the consumer starts at ``earliest`` for a new group, so the first start reads the whole input.
+"""
+
+from __future__ import annotations
+
+import faust
+
+from engine.config import Config, KafkaConfig
+from engine.kafka_client import client_kwargs
+
+#: Producer linger: a few milliseconds lets aiokafka fill batches under load and costs
+#: nothing visible at low rates (the agents batch for up to ~100 ms anyway).
+PRODUCER_LINGER_MS = 5
+#: Room above ``max_event_bytes`` for the dead-letter headers when an over-limit message's
+#: original bytes are forwarded.
+DEAD_LETTER_HEADROOM_BYTES = 64 * 1024
+
+
+def broker_url(kafka: KafkaConfig) -> str:
+    """``kafka://host:port;host2:port`` from the comma-separated bootstrap list."""
+    hosts = [h.strip() for h in kafka.bootstrap_servers.split(",") if h.strip()]
+    return ";".join(f"kafka://{h}" for h in hosts)
+
+
+def broker_credentials(kafka: KafkaConfig) -> faust.auth.Credentials | None:
+    """Faust credentials equivalent to what :func:`engine.kafka_client.client_kwargs` builds."""
+    protocol = kafka.security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    ssl_context = client_kwargs(kafka).get("ssl_context")
+    if protocol == "SSL":
+        return faust.SSLCredentials(ssl_context)
+    return faust.SASLCredentials(
+        username=kafka.sasl_username,
+        password=kafka.sasl_password,
+        ssl_context=ssl_context,  # SASL_SSL when given, SASL_PLAINTEXT otherwise
+        mechanism=kafka.sasl_mechanism,
+    )
+
+
+def create_app(config: Config) -> faust.App:
+    """A new, unstarted ``faust.App`` configured from ``config``."""
+    worker = config.worker
+    return faust.App(
+        worker.app_id,
+        broker=broker_url(config.kafka),
+        broker_credentials=broker_credentials(config.kafka),
+        broker_client_id=config.kafka.client_id,
+        store=worker.store,
+        datadir=worker.data_dir,
+        web_bind=worker.web_host,
+        web_host=worker.web_host,
+        web_port=worker.web_port,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        topic_partitions=config.topics.partitions,
+        processing_guarantee="at_least_once",
+        consumer_auto_offset_reset="earliest",
+        producer_linger_ms=PRODUCER_LINGER_MS,
+        producer_max_request_size=max(
+            1_000_000, config.limits.max_event_bytes + DEAD_LETTER_HEADROOM_BYTES),
+        autodiscover=False,
+        key_serializer="raw",
+        value_serializer="raw",
+    )

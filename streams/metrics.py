@@ -1,0 +1,93 @@
+"""The worker's own Prometheus metrics: what happened to every consumed message.
+
+Why a dedicated :class:`~prometheus_client.CollectorRegistry`: several apps can live in one
+process (tests), and ``GET /metrics`` must show exactly this worker's series, not whatever a
+library registered globally.
+
+The accounting identity (SPEC §1.3, every consumed message ends in exactly one outcome)::
+
+    kpi_messages_consumed_total
+        == sum(kpi_events_invalid_total)                        # dead-lettered, at ingest
+         + sum(kpi_events_total{outcome="counted"})             # at apply, primary aspect
+         + sum(kpi_events_total{outcome="duplicate"})           # at apply, primary aspect
+
+holds for one worker once its keyed topic is drained (and over a whole group of workers in any
+case, since ingest and apply of one event may run on different workers). The counters live for
+the process: they restart at zero, like every Prometheus counter, and ``rate()`` handles that.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from engine.event import EVENT_TYPES, REASON_CODES
+
+OUTCOMES = ("counted", "duplicate")
+
+
+class WorkerMetrics:
+    """The counters and gauges of one worker, with plain-integer totals for the report."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.consumed = Counter("kpi_messages_consumed_total",
+                                "Messages consumed from the input topic.", registry=r)
+        self.invalid = Counter("kpi_events_invalid_total",
+                               "Input messages rejected and dead-lettered, by reason code.",
+                               ["reason"], registry=r)
+        self.events = Counter("kpi_events_total",
+                              "Valid events applied to KPI state (counted) or recognised as "
+                              "a redelivery of an event_id already applied (duplicate).",
+                              ["type", "outcome"], registry=r)
+        self.dead_letter_sent = Counter("kpi_dead_letter_sent_total",
+                                        "Messages written to the dead-letter topic and "
+                                        "acknowledged by Kafka.", registry=r)
+        self.apply_errors = Counter("kpi_apply_errors_total",
+                                    "Keyed-topic records the apply agent could not decode or "
+                                    "apply (a bug or a foreign writer; see the log).",
+                                    registry=r)
+        for reason in REASON_CODES:
+            self.invalid.labels(reason)
+        for event_type in EVENT_TYPES:
+            for outcome in OUTCOMES:
+                self.events.labels(event_type, outcome)
+        self.totals: Tally[str] = Tally()
+
+    def bind_state(self, ready: Callable[[], bool], partitions: Callable[[], int]) -> None:
+        """Gauges read from live state at scrape time (never copied, so never stale)."""
+        Gauge("kpi_worker_ready", "1 when table recovery is done and the KPI state of every "
+              "active partition is rebuilt, else 0.",
+              registry=self.registry).set_function(lambda: 1.0 if ready() else 0.0)
+        Gauge("kpi_worker_partitions", "Partitions whose KPI state this worker holds.",
+              registry=self.registry).set_function(lambda: float(partitions()))
+
+    def count_ingest(self, consumed: int, invalid_by_reason: Tally[str]) -> None:
+        self.consumed.inc(consumed)
+        self.totals["read"] += consumed
+        for reason, n in invalid_by_reason.items():
+            self.invalid.labels(reason).inc(n)
+            self.totals["invalid"] += n
+
+    def count_dead_letters(self, n: int) -> None:
+        self.dead_letter_sent.inc(n)
+
+    def count_applied(self, counted_by_type: Tally[str], duplicate_by_type: Tally[str]) -> None:
+        for event_type, n in counted_by_type.items():
+            self.events.labels(event_type, "counted").inc(n)
+            self.totals["counted"] += n
+        for event_type, n in duplicate_by_type.items():
+            self.events.labels(event_type, "duplicate").inc(n)
+            self.totals["duplicate"] += n
+
+    def report_counts(self) -> dict[str, int]:
+        """``duplicate`` and ``invalid`` for :func:`engine.report.build_report`.
+
+        ``read`` is left out on purpose: the report then derives it as counted + not_visible +
+        duplicate + invalid, where counted and not_visible come from the durable state. Passing
+        this process's consumed count instead would break that sum after every restart.
+        """
+        return {"duplicate": self.totals["duplicate"], "invalid": self.totals["invalid"]}
