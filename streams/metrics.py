@@ -1,5 +1,8 @@
 """The worker's own Prometheus metrics: what happened to every consumed message.
 
+(The KPI gauges themselves come from :class:`engine.collector.KpiCollector`, registered on the
+same registry by :mod:`streams.worker` behind :class:`WhenReady`.)
+
 Why a dedicated :class:`~prometheus_client.CollectorRegistry`: several apps can live in one
 process (tests), and ``GET /metrics`` must show exactly this worker's series, not whatever a
 library registered globally.
@@ -12,16 +15,21 @@ The accounting identity (SPEC §1.3, every consumed message ends in exactly one 
          + sum(kpi_events_total{outcome="duplicate"})           # at apply, primary aspect
 
 holds for one worker once its keyed topic is drained (and over a whole group of workers in any
-case, since ingest and apply of one event may run on different workers). The counters live for
-the process: they restart at zero, like every Prometheus counter, and ``rate()`` handles that.
+case, since ingest and apply of one event may run on different workers). At-least-once delivery
+can add to it: after a crash or a rebalance, work whose offsets were not yet committed is
+redone, and a redelivered event is then a ``duplicate`` (never counted twice). The counters
+live for the process: they restart at zero, like every Prometheus counter, and ``rate()``
+handles that.
 """
 
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from engine.event import EVENT_TYPES, REASON_CODES
 
@@ -91,3 +99,23 @@ class WorkerMetrics:
         this process's consumed count instead would break that sum after every restart.
         """
         return {"duplicate": self.totals["duplicate"], "invalid": self.totals["invalid"]}
+
+
+class WhenReady(Collector):
+    """Another collector's metrics, exported only while the worker is ready.
+
+    While partitions are being recovered the cores are partial; exporting their KPIs would show
+    a false drop. Absent series are marked stale by Prometheus instead, which is the truth.
+    """
+
+    def __init__(self, inner: Collector, ready: Callable[[], bool]) -> None:
+        self.inner = inner
+        self.ready = ready
+
+    def describe(self) -> Iterator[Metric]:
+        describe = getattr(self.inner, "describe", None)
+        return iter(describe()) if describe is not None else iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        if self.ready():
+            yield from self.inner.collect()

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import faust
 
+from engine.calendar import Calendar
+from engine.collector import KpiCollector
 from engine.config import Config
 from streams.agents import (
     APPLY_BATCH,
@@ -29,7 +31,7 @@ from streams.agents import (
     register_agents,
 )
 from streams.app import create_app
-from streams.metrics import WorkerMetrics
+from streams.metrics import WhenReady, WorkerMetrics
 from streams.tables import TABLE_NAME, EntityTable, PartitionCores
 from streams.topics import Topics, declare_topics
 from streams.views import register_views
@@ -99,6 +101,8 @@ def build_worker(config: Config, *, on_fatal: FatalHandler = exit_on_kafka_failu
     )
     app.tables.add(table)
     metrics.bind_state(lambda: cores.ready, lambda: len(cores))
+    kpis = KpiCollector(cores.active_cores, Calendar(config.calendar), config)
+    metrics.registry.register(WhenReady(kpis, lambda: cores.ready))
     ingest = Ingest(app, config, topics, metrics, on_fatal=on_fatal)
     apply = Apply(app, table, metrics, on_fatal=on_fatal)
     # Faust throttles consumption whenever more than 100 table writes wait in its producer

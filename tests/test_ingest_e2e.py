@@ -342,6 +342,10 @@ def test_every_message_is_counted_duplicate_or_dead_lettered_and_dedup_survives_
     by_type = Counter(e["type"] for e in valid)
     for event_type, n in by_type.items():
         assert total(samples, "kpi_events_total", type=event_type, outcome="counted") == n
+    # The KPI gauges are exported from the same state (every event is within fiscal year 0 or 1).
+    assert samples[("kpi_worker_ready", ())] == 1
+    assert total(samples, "kpi_leads_created", scope="company", period="year") == \
+        by_type["lead.created"]
 
     # The dead-letter topic holds exactly the invalid messages, original bytes and reasons.
     records = consume_all(s["bootstrap"], s["dead_letter"], len(invalid))

@@ -15,7 +15,7 @@ import logging
 import sys
 from dataclasses import replace
 
-from engine.config import load_config
+from engine.config import Config, load_config
 
 BROKER_WAIT_SECONDS = 60.0
 
@@ -33,6 +33,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         choices=("debug", "info", "warning", "error"),
                         help="log level (default: warning)")
     parser.set_defaults(func=run)
+
+
+async def sharding_mismatch(config: Config) -> str | None:
+    """Why the existing keyed or changelog topic cannot serve ``[topics] partitions``, if so.
+
+    State is sharded by partition: with another partition count, route keys would map to
+    other partitions than those holding their records, so the worker must not start.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from engine.kafka_client import client_kwargs
+    from streams.topics import changelog_topic_name, keyed_topic_name
+
+    expected = config.topics.partitions
+    admin = AIOKafkaAdminClient(**client_kwargs(config.kafka))
+    await admin.start()
+    try:
+        # Describe only topics that exist: a metadata request for a missing topic can make a
+        # broker with auto-creation enabled create it, with the broker's default partitions.
+        existing = set(await admin.list_topics())
+        names = [name for name in (keyed_topic_name(config), changelog_topic_name(config))
+                 if name in existing]
+        described = await admin.describe_topics(names) if names else []
+    finally:
+        await admin.close()
+    for topic in described:
+        count = len(topic["partitions"])
+        if topic["error_code"] == 0 and count != expected:
+            return (f"topic {topic['topic']} has {count} partitions but [topics] partitions "
+                    f"is {expected}; KPI state is sharded by partition, so the count cannot "
+                    "change for an existing app_id (use a new [worker] app_id)")
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,10 +88,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         loop.run_until_complete(wait_for_broker(config.kafka, BROKER_WAIT_SECONDS))
         loop.run_until_complete(ensure_topics(config.kafka, topic_partitions(config)))
+        mismatch = loop.run_until_complete(sharding_mismatch(config))
     except Exception as exc:
         print(f"kpi-engine worker: cannot prepare Kafka: {exc}", file=sys.stderr)
         loop.close()
         return 1
+    if mismatch:
+        print(f"kpi-engine worker: configuration error: {mismatch}", file=sys.stderr)
+        loop.close()
+        return 2
 
     worker = build_worker(config)
     worker.prepare_local_state()
