@@ -170,6 +170,7 @@ class Core:
         self.month_version: dict[int, int] = {}  # first-of-month ordinal -> change counter
         self.month_cache: dict[int, tuple[int, Aggregate]] = {}  # filled by engine.view
         self.event_ts: dict[int, array] = {}  # local day -> instants of counted events
+        self.event_ids: dict[int, list[str]] = {}  # local day -> their ids (for retention)
         self.team_first: dict[str, int] = {}
         self.rep_first: dict[str, int] = {}
         self.version = 0
@@ -196,7 +197,9 @@ class Core:
         stamps = self.event_ts.get(day)
         if stamps is None:
             stamps = self.event_ts[day] = array("q")
+            self.event_ids[day] = []
         stamps.append(ts)
+        self.event_ids[day].append(event_id)
         team, rep = event.team_id, event.rep_id
         if team is not None:
             first = self.team_first.get(team)
@@ -349,8 +352,9 @@ class Core:
         self._touch(bucket)
 
     def _drop(self, key: tuple, ts: int) -> None:
-        bucket = self._bucket(ts)
-        if bucket.items.pop(key, None) is not None:
+        day = self._slot_day.get(ts // SLOT_US) or self.calendar.local_day(ts)
+        bucket = self.days.get(day)
+        if bucket is not None and bucket.items.pop(key, None) is not None:
             self._touch(bucket)
 
 
