@@ -1,27 +1,24 @@
 """Parsing the command line's and the API's ``as_of`` instants.
 
-Why strict: an ``as_of`` without a zone would silently mean the server's local time; the
-contract's instants always carry their offset.
+Why the event rule: an ``as_of`` follows the same RFC 3339 rule as ``occurred_at`` (a zone is
+required; an instant without one would silently mean the server's local time), so a checker
+can pass any instant it took from an event.
 """
 
 from __future__ import annotations
 
 import time
-from datetime import datetime
 
-from engine.calendar import to_micros
+from engine.decode import parse_timestamp
 from engine.event import MICRO
 
 
 def parse_instant(text: str) -> int:
     """An RFC 3339 instant with a zone as µs since the epoch; ``ValueError`` otherwise."""
-    try:
-        dt = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(f"not an RFC 3339 timestamp: {text!r}") from None
-    if dt.tzinfo is None:
-        raise ValueError(f"timestamp needs a zone (Z or ±hh:mm): {text!r}")
-    return to_micros(dt)
+    micros = parse_timestamp(text.strip()) if isinstance(text, str) else None
+    if micros is None:
+        raise ValueError(f"not an RFC 3339 timestamp with a zone (Z or ±hh:mm): {text!r}")
+    return micros
 
 
 def now_micros() -> int:
