@@ -21,6 +21,7 @@ from engine.report import build_report
 from engine.timestamps import now_micros, parse_instant
 from streams.metrics import WorkerMetrics
 from streams.tables import PartitionCores
+from streams.wallboard import register_wallboard
 
 JSON = "application/json"
 
@@ -60,3 +61,5 @@ def register_views(app: faust.App, config: Config, cores: PartitionCores,
                               content_type=JSON, status=503)
         report = build_report(cores.active_cores(), as_of, config, metrics.report_counts())
         return view.bytes(orjson.dumps(report), content_type=JSON)
+
+    register_wallboard(app, config, cores, metrics)

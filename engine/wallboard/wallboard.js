@@ -1,0 +1,539 @@
+/* The wallboard's logic: poll a source, normalise it into one snapshot, render it.
+ *
+ * Sources (docs/wallboard.md):
+ *   worker     — this worker's /api/kpis (the SPEC §5 report) and /api/live (last hour,
+ *                freshness). Exact, but covers only the partitions this worker holds.
+ *   prometheus — the kpi:* recording rules summed over every worker, read from Prometheus'
+ *                HTTP API (?source=prometheus&prom=http://host:9090).
+ * Every number shown carries data-kpi (what it is) and data-value (the raw number), so a test
+ * or a curious person can check the page against the API.
+ */
+(() => {
+  'use strict';
+
+  const settings = JSON.parse(document.getElementById('wallboard-settings').textContent || '{}');
+  const params = new URLSearchParams(location.search);
+
+  function number(name, fallback, min) {
+    const value = Number(params.get(name));
+    return params.has(name) && Number.isFinite(value) && value >= min ? value : fallback;
+  }
+
+  const options = {
+    team: params.get('team') || null,
+    rotate: number('rotate', 0, 0),
+    stale: number('stale', 120, 1),
+    refresh: number('refresh', 5, 0.5),
+    minutes: Math.round(number('minutes', 60, 1)),
+    top: Math.round(number('top', 10, 1)),
+    lang: params.get('lang') || undefined,
+    title: params.get('title') || 'Sales',
+    source: (params.get('source') || (params.get('prom') ? 'prometheus' : settings.source)
+             || 'worker').toLowerCase(),
+    prom: (params.get('prom') || settings.prometheus_url || '').replace(/\/+$/, ''),
+  };
+  // Relative to the page, so the board also works behind a path prefix (/kpi/wallboard).
+  const apiBase = location.pathname.replace(/wallboard\/?$/, '');
+  const ACTIVITY_TYPES = ['call', 'email', 'meeting', 'demo', 'other'];
+
+  const state = {
+    scope: options.team,       // null = company
+    rotation: [],              // scopes to rotate through: every team, then company
+    rotationIndex: -1,
+    snapshot: null,
+    receivedAt: 0,             // Date.now() when the snapshot arrived
+    error: null,
+    timer: null,
+  };
+
+  // -- formatting ----------------------------------------------------------------------------
+
+  const formats = {};
+  function formatter(kind, currency) {
+    const key = kind + (currency || '');
+    if (!formats[key]) {
+      const lang = options.lang;
+      if (kind === 'money') {
+        formats[key] = new Intl.NumberFormat(lang, {
+          style: 'currency', currency, minimumFractionDigits: 0, maximumFractionDigits: 0});
+      } else if (kind === 'percent') {
+        formats[key] = new Intl.NumberFormat(lang, {
+          style: 'percent', minimumFractionDigits: 1, maximumFractionDigits: 1});
+      } else {
+        formats[key] = new Intl.NumberFormat(lang, {maximumFractionDigits: 0});
+      }
+    }
+    return formats[key];
+  }
+
+  function format(kind, value, currency) {
+    if (value === null || value === undefined || !Number.isFinite(value)) return '–';
+    try {
+      return formatter(kind, currency).format(value);
+    } catch (err) {  // an unknown currency code: still show the number
+      return formatter('count').format(value) + (currency ? ' ' + currency : '');
+    }
+  }
+
+  function zoneFormat(timezone, parts) {
+    try {
+      return new Intl.DateTimeFormat(options.lang, {...parts, timeZone: timezone});
+    } catch (err) {
+      return new Intl.DateTimeFormat(options.lang, parts);
+    }
+  }
+
+  function ago(seconds) {
+    if (seconds < 90) return `${Math.round(seconds)} s ago`;
+    if (seconds < 5400) return `${Math.round(seconds / 60)} min ago`;
+    if (seconds < 172800) return `${Math.round(seconds / 3600)} h ago`;
+    return `${Math.round(seconds / 86400)} days ago`;
+  }
+
+  // -- fetching -------------------------------------------------------------------------------
+
+  async function getJSON(url) {
+    const controller = new AbortController();
+    const timeout = setTimeout(() => controller.abort(), 20000);
+    try {
+      const response = await fetch(url, {cache: 'no-store', signal: controller.signal});
+      const body = await response.json().catch(() => ({}));
+      if (!response.ok) {
+        throw new Error(body.error || `${response.status} ${response.statusText}`);
+      }
+      return body;
+    } finally {
+      clearTimeout(timeout);
+    }
+  }
+
+  function pick(scope) {
+    const kpis = (scope && scope.kpis) || {};
+    const target = scope && scope.targets && scope.targets.revenue_won;
+    return {
+      revenue_won: kpis.revenue_won ?? null,
+      deals_won: kpis.deals_won ?? null,
+      leads_qualified: kpis.leads_qualified ?? null,
+      activities: kpis.activities ?? null,
+      win_rate: kpis.win_rate ?? null,
+      lead_conversion_rate: kpis.lead_conversion_rate ?? null,
+      target: target ? target.target : null,
+    };
+  }
+
+  function leaderboard(rows) {
+    return rows
+      .sort((a, b) => (b.revenue_won - a.revenue_won) || (b.deals_won - a.deals_won)
+                      || (a.rep < b.rep ? -1 : a.rep > b.rep ? 1 : 0))
+      .slice(0, options.top);
+  }
+
+  async function loadWorker(team) {
+    const report = await getJSON(apiBase + 'api/kpis');
+    const query = new URLSearchParams({minutes: String(options.minutes), as_of: report.as_of});
+    if (team) query.set('team', team);
+    const live = await getJSON(apiBase + 'api/live?' + query);
+    const windowOf = (period, offset) =>
+      report.windows.find((w) => w.period === period && w.offset === offset);
+    const scopeOf = (w) => (team ? w.teams[team] : w.company);
+    const day = windowOf('day', 0);
+    const month = windowOf('month', 0);
+    const members = team ? new Set(live.reps_by_team[team] || []) : null;
+    const reps = Object.entries(month.reps)
+      .filter(([rep]) => !members || members.has(rep))
+      .map(([rep, doc]) => ({rep, revenue_won: doc.kpis.revenue_won, deals_won: doc.kpis.deals_won}));
+    const held = live.partitions.length;
+    const total = live.partitions_total;
+    return {
+      asOf: report.as_of,
+      timezone: report.timezone,
+      currency: report.currency,
+      teams: Object.keys(month.teams).sort(),
+      unknownTeam: Boolean(team && !month.teams[team]),
+      day: {...pick(scopeOf(day)), start: day.start, end: day.end},
+      month: {...pick(scopeOf(month)), start: month.start, end: month.end},
+      prevMonth: pick(scopeOf(windowOf('month', 1))),
+      leaderboard: leaderboard(reps),
+      live: {minutes: live.minutes, total: live.activities.total,
+             byType: live.activities.by_type, perMinute: live.activities.per_minute},
+      freshness: {secondsAgo: live.seconds_since_last_event, lastEventAt: live.last_event_at},
+      source: {
+        mode: 'worker',
+        text: `worker ${location.host} · ${held} of ${total} partitions`,
+        partial: held < total,
+      },
+    };
+  }
+
+  async function promQuery(query) {
+    const body = await getJSON(`${options.prom}/api/v1/query?query=${encodeURIComponent(query)}`);
+    if (body.status !== 'success') throw new Error(body.error || 'Prometheus query failed');
+    return body.data.result;
+  }
+
+  async function loadPrometheus(team) {
+    if (!options.prom) throw new Error('source=prometheus needs prom=http://host:9090');
+    const [kpis, targets, info, asOf, members, activity, counted, latest, now, starts, ends,
+           workers] = await Promise.all([
+        promQuery('{__name__=~"kpi:(revenue_won|deals_won|leads_qualified|activities|win_rate|'
+                  + 'lead_conversion_rate)",period=~"day|month",offset=~"0|1"}'),
+        promQuery('kpi:target{kpi="revenue_won",period=~"day|month"}'),
+        promQuery('max by (timezone, currency) (kpi_info)'),
+        promQuery('max(kpi_as_of_timestamp_seconds)'),
+        promQuery('sum by (team, rep) (kpi_rep_contributions{period="month",offset="0"}) > 0'),
+        promQuery('sum by (team, activity_type) (kpi_activities_last_hour)'),
+        promQuery('max(kpi_last_counted_timestamp_seconds)'),
+        promQuery('max(kpi_last_event_timestamp_seconds)'),
+        promQuery('time()'),
+        promQuery('max by (period) (kpi_window_start_timestamp_seconds{period=~"day|month",offset="0"})'),
+        promQuery('max by (period) (kpi_window_end_timestamp_seconds{period=~"day|month",offset="0"})'),
+        promQuery('count(kpi_worker_ready == 1)'),
+      ]);
+    const value = (sample) => Number(sample.value[1]);
+    const teams = new Set();
+    const scopes = {};  // "period/offset" -> {company: {...}, teams: {t: {...}}, reps: {r: {...}}}
+    for (const sample of kpis) {
+      const m = sample.metric;
+      const name = m.__name__.slice(4);
+      const key = `${m.period}/${m.offset}`;
+      const windowDoc = scopes[key] || (scopes[key] = {company: {}, teams: {}, reps: {}});
+      let bag = windowDoc.company;
+      if (m.scope === 'team') {
+        teams.add(m.team);
+        bag = windowDoc.teams[m.team] || (windowDoc.teams[m.team] = {});
+      } else if (m.scope === 'rep') {
+        bag = windowDoc.reps[m.rep] || (windowDoc.reps[m.rep] = {});
+      } else if (m.scope !== 'company') {
+        continue;
+      }
+      bag[name] = value(sample);
+    }
+    const targetOf = (period) => {
+      const found = targets.find((s) => s.metric.period === period && (team
+        ? s.metric.scope === 'team' && s.metric.team === team
+        : s.metric.scope === 'company'));
+      return found ? value(found) : null;
+    };
+    const scopeOf = (period, offset) => {
+      const windowDoc = scopes[`${period}/${offset}`] || {company: {}, teams: {}};
+      const kpis = (team ? windowDoc.teams[team] : windowDoc.company) || {};
+      // Counts are 0, not absent, for a listed scope (docs/metrics.md); ratios may be absent.
+      return pick({kpis: {revenue_won: kpis.revenue_won ?? 0, deals_won: kpis.deals_won ?? 0,
+                          leads_qualified: kpis.leads_qualified ?? 0,
+                          activities: kpis.activities ?? 0, win_rate: kpis.win_rate,
+                          lead_conversion_rate: kpis.lead_conversion_rate}});
+    };
+    const withTarget = (period) => ({...scopeOf(period, 0), target: targetOf(period)});
+    const teamReps = new Set(members.filter((s) => s.metric.team === team).map((s) => s.metric.rep));
+    const monthReps = (scopes['month/0'] || {reps: {}}).reps;
+    const reps = Object.entries(monthReps)
+      .filter(([rep]) => !team || teamReps.has(rep))
+      .map(([rep, k]) => ({rep, revenue_won: k.revenue_won ?? 0, deals_won: k.deals_won ?? 0}));
+    const byType = Object.fromEntries(ACTIVITY_TYPES.map((t) => [t, 0]));
+    for (const sample of activity) {
+      if (!team || sample.metric.team === team) {
+        byType[sample.metric.activity_type] = (byType[sample.metric.activity_type] || 0) + value(sample);
+      }
+    }
+    const bound = (period, which) => {
+      const s = (which === 'start' ? starts : ends).find((w) => w.metric.period === period);
+      return s ? new Date(value(s) * 1000).toISOString() : null;
+    };
+    // time() is a scalar: [time, "value"]; the newer of the two freshness stamps decides.
+    const stamps = [...counted, ...latest].map(value);
+    const secondsAgo = stamps.length ? Math.max(0, Number(now[1]) - Math.max(...stamps)) : null;
+    const meta = info[0] ? info[0].metric : {};
+    const asOfSeconds = asOf[0] ? value(asOf[0]) : Date.now() / 1000;
+    const workerCount = workers[0] ? value(workers[0]) : 0;
+    return {
+      asOf: new Date(asOfSeconds * 1000).toISOString(),
+      timezone: meta.timezone || 'UTC',
+      currency: meta.currency || 'USD',
+      teams: [...teams].sort(),
+      unknownTeam: Boolean(team && !teams.has(team)),
+      day: {...withTarget('day'), start: bound('day', 'start'), end: bound('day', 'end')},
+      month: {...withTarget('month'), start: bound('month', 'start'), end: bound('month', 'end')},
+      prevMonth: scopeOf('month', 1),
+      leaderboard: leaderboard(reps),
+      live: {minutes: 60, total: Object.values(byType).reduce((a, b) => a + b, 0),
+             byType, perMinute: null},
+      freshness: {secondsAgo, lastEventAt: latest[0] ? new Date(value(latest[0]) * 1000).toISOString() : null},
+      source: {
+        mode: 'prometheus',
+        text: `Prometheus ${options.prom} · ${workerCount} worker${workerCount === 1 ? '' : 's'}`,
+        partial: false,
+      },
+    };
+  }
+
+  // -- rendering --------------------------------------------------------------------------------
+
+  function setKpi(name, kind, value, currency) {
+    for (const el of document.querySelectorAll(`[data-kpi="${name}"]`)) {
+      el.dataset.value = value === null || value === undefined ? 'null' : String(value);
+      el.textContent = format(kind, value, currency);
+    }
+  }
+
+  function renderTarget(period, scope, snapshot) {
+    const box = document.querySelector(`[data-target="${period}"]`);
+    const fill = box.querySelector('.fill');
+    const pace = box.querySelector('.pace');
+    const text = box.querySelector('.target-text');
+    const target = scope.target;
+    if (target === null || target === undefined) {
+      box.classList.add('none');
+      text.dataset.value = 'null';
+      text.textContent = 'no target set';
+      return;
+    }
+    box.classList.remove('none');
+    const attainment = target > 0 && scope.revenue_won !== null ? scope.revenue_won / target : null;
+    let elapsed = null;
+    if (scope.start && scope.end) {
+      const start = Date.parse(scope.start);
+      const end = Date.parse(scope.end);
+      elapsed = Math.min(1, Math.max(0, (Date.parse(snapshot.asOf) - start) / (end - start)));
+    }
+    fill.style.width = `${Math.min(100, Math.max(0, (attainment || 0) * 100))}%`;
+    fill.classList.toggle('on-pace', attainment !== null && elapsed !== null && attainment >= elapsed);
+    pace.style.display = elapsed === null ? 'none' : 'block';
+    if (elapsed !== null) pace.style.left = `calc(${elapsed * 100}% - 0.125rem)`;
+    text.dataset.value = attainment === null ? 'null' : String(attainment);
+    text.textContent = `${format('percent', attainment)} of ${format('money', target, snapshot.currency)} target`;
+  }
+
+  function renderTrend(name, now, before) {
+    const el = document.querySelector(`[data-trend="${name}"]`);
+    el.classList.remove('up', 'down', 'flat');
+    const arrow = el.querySelector('.arrow');
+    const delta = el.querySelector('.delta');
+    if (now === null || before === null) {
+      arrow.textContent = '';
+      delta.textContent = '';
+      el.dataset.direction = 'none';
+      return;
+    }
+    const points = (now - before) * 100;
+    const direction = points > 0.05 ? 'up' : points < -0.05 ? 'down' : 'flat';
+    el.classList.add(direction);
+    el.dataset.direction = direction;
+    arrow.textContent = {up: '▲', down: '▼', flat: '▶'}[direction];
+    const sign = points > 0 ? '+' : points < 0 ? '−' : '±';
+    delta.textContent = `${sign}${Math.abs(points).toFixed(1)} pp`;
+  }
+
+  function renderLeaderboard(snapshot) {
+    const list = document.getElementById('leaderboard');
+    list.replaceChildren();
+    if (!snapshot.leaderboard.length) {
+      const li = document.createElement('li');
+      li.innerHTML = '<span class="empty">No rep activity this month yet</span>';
+      list.append(li);
+      return;
+    }
+    const best = Math.max(...snapshot.leaderboard.map((r) => r.revenue_won), 1);
+    snapshot.leaderboard.forEach((row, index) => {
+      const li = document.createElement('li');
+      li.dataset.rep = row.rep;
+      const rank = Object.assign(document.createElement('span'), {className: 'rank', textContent: index + 1});
+      const rep = Object.assign(document.createElement('span'), {className: 'rep', textContent: row.rep});
+      const bar = Object.assign(document.createElement('span'), {className: 'lb-bar'});
+      bar.style.width = `${(row.revenue_won / best) * 100}%`;
+      rep.append(bar);
+      const revenue = Object.assign(document.createElement('span'), {className: 'num revenue'});
+      revenue.dataset.kpi = 'rep.revenue_won';
+      revenue.dataset.value = String(row.revenue_won);
+      revenue.textContent = format('money', row.revenue_won, snapshot.currency);
+      const deals = Object.assign(document.createElement('span'), {className: 'num deals'});
+      deals.dataset.kpi = 'rep.deals_won';
+      deals.dataset.value = String(row.deals_won);
+      deals.textContent = format('count', row.deals_won);
+      li.append(rank, rep, revenue, deals);
+      list.append(li);
+    });
+  }
+
+  function renderLive(snapshot) {
+    const live = snapshot.live;
+    document.getElementById('live-window').textContent =
+      live.minutes === 60 ? 'last hour' : `last ${live.minutes} min`;
+    setKpi('live.total', 'count', live.total);
+    const box = document.getElementById('live-types');
+    const most = Math.max(...ACTIVITY_TYPES.map((t) => live.byType[t] || 0), 1);
+    box.replaceChildren(...ACTIVITY_TYPES.map((type) => {
+      const row = document.createElement('div');
+      row.className = 'live-type';
+      const n = live.byType[type] || 0;
+      row.innerHTML = `<span class="name"></span><span class="track"><div></div></span>`
+        + `<span class="n" data-kpi="live.${type}"></span>`;
+      row.querySelector('.name').textContent = type;
+      row.querySelector('.track div').style.width = `${(n / most) * 100}%`;
+      const count = row.querySelector('.n');
+      count.dataset.value = String(n);
+      count.textContent = format('count', n);
+      return row;
+    }));
+    const spark = document.getElementById('spark');
+    if (!live.perMinute || !live.perMinute.length) {
+      spark.classList.add('none');
+      return;
+    }
+    spark.classList.remove('none');
+    const peak = Math.max(...live.perMinute, 1);
+    spark.replaceChildren(...live.perMinute.map((n) => {
+      const bar = document.createElement('div');
+      bar.style.height = `${(n / peak) * 100}%`;
+      return bar;
+    }));
+  }
+
+  function renderRotation() {
+    const dots = document.getElementById('rotation');
+    dots.replaceChildren(...state.rotation.map((scope, i) => {
+      const dot = document.createElement('i');
+      dot.className = i === state.rotationIndex ? 'on' : '';
+      dot.title = scope || 'company';
+      return dot;
+    }));
+  }
+
+  function render() {
+    const snapshot = state.snapshot;
+    if (!snapshot) return;
+    const c = snapshot.currency;
+    document.body.dataset.asOf = snapshot.asOf;
+    document.body.dataset.scope = state.scope ? `team:${state.scope}` : 'company';
+    document.body.dataset.source = snapshot.source.mode;
+    document.getElementById('brand').textContent = options.title;
+    document.getElementById('scope').textContent =
+      state.scope ? `Team ${state.scope}${snapshot.unknownTeam ? ' (no data)' : ''}` : 'Company';
+    for (const [prefix, scope] of [['day', snapshot.day], ['month', snapshot.month],
+                                   ['prev_month', snapshot.prevMonth]]) {
+      setKpi(`${prefix}.revenue_won`, 'money', scope.revenue_won, c);
+      setKpi(`${prefix}.deals_won`, 'count', scope.deals_won);
+      setKpi(`${prefix}.leads_qualified`, 'count', scope.leads_qualified);
+      setKpi(`${prefix}.activities`, 'count', scope.activities);
+      setKpi(`${prefix}.win_rate`, 'percent', scope.win_rate);
+      setKpi(`${prefix}.lead_conversion_rate`, 'percent', scope.lead_conversion_rate);
+    }
+    renderTarget('day', snapshot.day, snapshot);
+    renderTarget('month', snapshot.month, snapshot);
+    renderTrend('win_rate', snapshot.month.win_rate, snapshot.prevMonth.win_rate);
+    renderTrend('lead_conversion_rate', snapshot.month.lead_conversion_rate,
+                snapshot.prevMonth.lead_conversion_rate);
+    renderLeaderboard(snapshot);
+    renderLive(snapshot);
+    renderRotation();
+    const asOf = zoneFormat(snapshot.timezone, {hour: '2-digit', minute: '2-digit', second: '2-digit'})
+      .format(new Date(snapshot.asOf));
+    const source = document.getElementById('source');
+    source.dataset.mode = snapshot.source.mode;
+    source.innerHTML = '';
+    if (snapshot.source.partial) {
+      const warn = Object.assign(document.createElement('span'), {className: 'partial',
+        textContent: 'PARTIAL: this worker does not hold every partition (use Prometheus mode) · '});
+      source.append(warn);
+    }
+    source.append(`Source: ${snapshot.source.text} · as of ${asOf} · ${snapshot.timezone} · `
+                  + `${c} · every ${options.refresh} s`);
+    tickClock();
+  }
+
+  // -- freshness and the clock (every second, between polls) --------------------------------------
+
+  function tickClock() {
+    const snapshot = state.snapshot;
+    const zone = snapshot ? snapshot.timezone : undefined;
+    const now = new Date();
+    document.getElementById('clock-time').textContent =
+      zoneFormat(zone, {hour: '2-digit', minute: '2-digit'}).format(now);
+    document.getElementById('clock-date').textContent =
+      zoneFormat(zone, {weekday: 'short', day: 'numeric', month: 'short'}).format(now);
+    const text = document.getElementById('freshness-text');
+    const banner = document.getElementById('banner');
+    const bannerText = document.getElementById('banner-text');
+    let stale = false;
+    let message;
+    if (state.error) {
+      message = `Cannot load data: ${state.error}`;
+      bannerText.textContent = `NO DATA — ${state.error}`;
+      document.body.dataset.state = 'error';
+      text.dataset.value = 'null';
+    } else if (!snapshot) {
+      message = 'connecting…';
+      document.body.dataset.state = 'loading';
+    } else if (snapshot.freshness.secondsAgo === null) {
+      stale = true;
+      message = 'No events yet';
+      text.dataset.value = 'null';
+    } else {
+      const seconds = snapshot.freshness.secondsAgo + (Date.now() - state.receivedAt) / 1000;
+      stale = seconds > options.stale;
+      text.dataset.value = seconds.toFixed(1);
+      message = `Last event ${ago(seconds)}`;
+      if (stale) message += ` — stale after ${ago(options.stale).replace(' ago', '')}`;
+    }
+    if (snapshot && !state.error) {
+      document.body.dataset.state = stale ? 'stale' : 'ok';
+      bannerText.textContent = snapshot.freshness.secondsAgo === null
+        ? 'NO EVENTS RECEIVED — numbers are not live'
+        : `NO NEW EVENTS FOR ${ago(snapshot.freshness.secondsAgo
+            + (Date.now() - state.receivedAt) / 1000).replace(' ago', '').toUpperCase()}`
+          + ' — numbers may be out of date';
+    }
+    document.body.classList.toggle('stale', stale);
+    document.body.classList.toggle('error', Boolean(state.error));
+    banner.hidden = !(stale || state.error);
+    text.textContent = message;
+  }
+
+  // -- the loop ---------------------------------------------------------------------------------
+
+  async function refresh() {
+    const load = options.source === 'prometheus' ? loadPrometheus : loadWorker;
+    const scope = state.scope;
+    try {
+      const snapshot = await load(scope);
+      if (scope !== state.scope) return;  // rotated meanwhile: the next poll shows the new scope
+      state.snapshot = snapshot;
+      state.receivedAt = Date.now();
+      state.error = null;
+      if (options.rotate > 0) {
+        const rotation = [...snapshot.teams, null];
+        if (rotation.join('\u0000') !== state.rotation.join('\u0000')) {
+          state.rotation = rotation;
+          state.rotationIndex = rotation.indexOf(state.scope);
+        }
+      }
+      render();
+    } catch (err) {
+      state.error = err && err.message ? err.message : String(err);
+      tickClock();
+    }
+    document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
+  }
+
+  // One polling loop at a time: a rotation starts a new generation and the old loop ends.
+  let generation = 0;
+  async function poll(mine) {
+    await refresh();
+    if (mine === generation) state.timer = setTimeout(() => poll(mine), options.refresh * 1000);
+  }
+
+  function rotate() {
+    if (!state.rotation.length) return;
+    state.rotationIndex = (state.rotationIndex + 1) % state.rotation.length;
+    state.scope = state.rotation[state.rotationIndex];
+    renderRotation();
+    clearTimeout(state.timer);
+    generation += 1;
+    poll(generation);
+  }
+
+  document.body.dataset.mode = options.source;
+  if (options.rotate > 0) setInterval(rotate, options.rotate * 1000);
+  setInterval(tickClock, 1000);
+  tickClock();
+  poll(generation);
+})();

@@ -1,0 +1,297 @@
+"""The live wallboard: ``GET /wallboard`` (one static page) and ``GET /api/live`` (its feed).
+
+Why on the worker: a wallboard should need nothing but a browser pointed at a URL — no build
+step, no CDN, no login. The page (``engine/wallboard/``: ``index.html`` with its sibling CSS and
+JS, inlined into one response here) polls ``/api/kpis`` for the numbers and ``/api/live`` for
+what the report's calendar windows cannot say: activity in the last N minutes and how fresh the
+data is. In a multi-worker deployment each worker holds only some partitions, so the page can
+read the global numbers from Prometheus' HTTP API instead (``?source=prometheus&prom=URL``, or
+``KPI_WALLBOARD_PROMETHEUS_URL`` set for the worker). For that mode this module also exports
+the last-hour activity and freshness as gauges, which Prometheus sums or maxes over workers.
+
+Freshness: ``last_event_at`` is the latest ``occurred_at`` (not in the future) of any counted
+event in this worker's state; ``last_counted_at`` is the wall-clock time at which this worker
+last counted a new event, sampled once a second from the worker's counters (unknown until the
+first new event after a start). The page calls the data stale when the newer of the two is
+older than its ``stale`` parameter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from datetime import timezone
+from importlib import resources
+from typing import Any
+
+import faust
+import orjson
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from engine.calendar import Calendar, from_micros
+from engine.config import Config
+from engine.core import Core
+from engine.event import ACTIVITY_TYPES, MICRO
+from engine.measures import ACTIVITY_INDEX
+from engine.timestamps import now_micros, parse_instant
+from engine.view import View
+
+JSON = "application/json"
+PROMETHEUS_URL_ENV = "KPI_WALLBOARD_PROMETHEUS_URL"
+ASSETS = ("index.html", "wallboard.css", "wallboard.js")
+DEFAULT_MINUTES = 60
+MAX_MINUTES = 24 * 60
+#: How often the worker's counters are sampled for ``last_counted_at``.
+FRESHNESS_SAMPLE_SECONDS = 1.0
+
+_ACTIVITY_OF_INDEX = {index: name for name, index in ACTIVITY_INDEX.items()}
+_MINUTE_US = 60 * MICRO
+
+
+# -- questions over the cores (pure) -------------------------------------------------------------
+
+def recent_activities(cores: Iterable[Core], calendar: Calendar, lo: int, hi: int,
+                      team: str | None = None) -> tuple[dict[str, int], list[int]]:
+    """Activities with ``lo ≤ occurred_at < hi`` (µs): counts by type, and per minute from ``lo``.
+
+    Read from the day buckets' contributions (activities are fixed contributions, never
+    retracted), so it needs no change to the core and costs one pass over at most a few days.
+    """
+    by_type = dict.fromkeys(ACTIVITY_TYPES, 0)
+    per_minute = [0] * max(0, -(-(hi - lo) // _MINUTE_US))
+    if hi <= lo:
+        return by_type, per_minute
+    first, last = calendar.local_day(lo), calendar.local_day(hi - 1)
+    for core in cores:
+        for day in range(first, last + 1):
+            bucket = core.days.get(day)
+            if bucket is None:
+                continue
+            for contributions in (bucket.fixed, bucket.items.values()):
+                for c in contributions:
+                    if not lo <= c.ts < hi or (team is not None and c.team != team):
+                        continue
+                    for index, amount in c.values:
+                        name = _ACTIVITY_OF_INDEX.get(index)
+                        if name is not None:
+                            by_type[name] += amount
+                            per_minute[(c.ts - lo) // _MINUTE_US] += amount
+    return by_type, per_minute
+
+
+def latest_event_instant(cores: Iterable[Core], calendar: Calendar, now: int) -> int | None:
+    """The latest ``occurred_at`` ≤ ``now`` of any counted event (future-stamped ones skipped)."""
+    latest: int | None = None
+    today = calendar.local_day(now)
+    for core in cores:
+        for day in sorted((d for d in core.event_ts if d <= today), reverse=True):
+            stamps = [ts for ts in core.event_ts[day] if ts <= now]
+            if stamps:
+                candidate = max(stamps)
+                if latest is None or candidate > latest:
+                    latest = candidate
+                break
+    return latest
+
+
+def reps_by_team(view: View, lo: int, hi: int) -> dict[str, list[str]]:
+    """Reps with a rep-activating contribution for each team in ``[lo, hi)`` (SPEC §6.9)."""
+    teams: dict[str, set[str]] = {}
+    for (team, rep), n in view.flows(lo, hi).pairs.items():
+        if n > 0 and team is not None:
+            teams.setdefault(team, set()).add(rep)
+    return {team: sorted(reps) for team, reps in sorted(teams.items())}
+
+
+# -- freshness of this worker ---------------------------------------------------------------------
+
+class Freshness:
+    """Wall-clock time at which this worker last counted a new event (sampled, µs)."""
+
+    def __init__(self, counted: Callable[[], int], clock: Callable[[], int] = now_micros) -> None:
+        self._counted = counted
+        self._clock = clock
+        self._seen = counted()
+        self.last_counted_at: int | None = None
+
+    def sample(self) -> int | None:
+        n = self._counted()
+        if n != self._seen:
+            self._seen = n
+            self.last_counted_at = self._clock()
+        return self.last_counted_at
+
+
+def _iso(us: int | None) -> str | None:
+    return None if us is None else from_micros(us, timezone.utc).isoformat()
+
+
+def live_document(cores: list[Core], calendar: Calendar, config: Config, as_of: int, now: int,
+                  minutes: int, team: str | None, last_counted_at: int | None,
+                  partitions: list[int]) -> dict:
+    """The ``/api/live`` body: activity in ``[as_of − minutes, as_of)`` and freshness at ``now``."""
+    lo = as_of - minutes * _MINUTE_US
+    by_type, per_minute = recent_activities(cores, calendar, lo, as_of, team)
+    last_event_at = latest_event_instant(cores, calendar, now)
+    newest = max((t for t in (last_event_at, last_counted_at) if t is not None), default=None)
+    month = calendar.window("month", 0, as_of)
+    return {
+        "as_of": _iso(as_of),
+        "now": _iso(now),
+        "timezone": config.calendar.timezone,
+        "currency": config.money.currency,
+        "minutes": minutes,
+        "from": _iso(lo),
+        "team": team,
+        "activities": {"total": sum(by_type.values()), "by_type": by_type,
+                       "per_minute": per_minute},
+        "last_event_at": _iso(last_event_at),
+        "last_counted_at": _iso(last_counted_at),
+        "seconds_since_last_event": None if newest is None else max(0.0, (now - newest) / MICRO),
+        "reps_by_team": reps_by_team(View(cores, calendar, as_of), month.start, as_of),
+        "partitions": partitions,
+        "partitions_total": config.topics.partitions,
+    }
+
+
+# -- Prometheus (multi-worker mode) ---------------------------------------------------------------
+
+class WallboardCollector(Collector):
+    """Last-hour activity and freshness of this worker, for the page's Prometheus mode.
+
+    ``kpi_activities_last_hour`` sums exactly over workers (activities are partitioned), the
+    timestamps are maxed. Like the KPI gauges, state-derived series are exported only when ready.
+    """
+
+    def __init__(self, cores: Callable[[], list[Core]], ready: Callable[[], bool],
+                 calendar: Calendar, freshness: Freshness,
+                 clock: Callable[[], int] = now_micros) -> None:
+        self.cores = cores
+        self.ready = ready
+        self.calendar = calendar
+        self.freshness = freshness
+        self.clock = clock
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        counted_at = self.freshness.sample()
+        if counted_at is not None:
+            yield GaugeMetricFamily(
+                "kpi_last_counted_timestamp_seconds",
+                "Wall-clock time at which this worker last counted a new event (absent until "
+                "the first one after a start).", value=counted_at / MICRO)
+        if not self.ready():
+            return
+        now = self.clock()
+        cores = self.cores()
+        latest = latest_event_instant(cores, self.calendar, now)
+        if latest is not None:
+            yield GaugeMetricFamily(
+                "kpi_last_event_timestamp_seconds",
+                "Latest occurred_at (not in the future) of any counted event this worker holds.",
+                value=latest / MICRO)
+        activities = GaugeMetricFamily(
+            "kpi_activities_last_hour",
+            "Activities with occurred_at in the last hour (event time), per team and type.",
+            labels=["team", "activity_type"])
+        teams = sorted({team for core in cores for team in core.team_first})
+        for team in teams:
+            by_type, _ = recent_activities(cores, self.calendar, now - 60 * _MINUTE_US, now,
+                                           team)
+            for name, n in by_type.items():
+                activities.add_metric([team, name], n)
+        yield activities
+
+
+# -- the page ---------------------------------------------------------------------------------------
+
+def asset_text(name: str) -> str:
+    """One of the packaged page files (``engine/wallboard/``)."""
+    return resources.files("engine").joinpath("wallboard", name).read_text(encoding="utf-8")
+
+
+def page_html(settings: dict[str, Any]) -> str:
+    """``index.html`` with its CSS, JS and the server-side settings inlined: one response."""
+    html = asset_text("index.html")
+    css = asset_text("wallboard.css")
+    js = asset_text("wallboard.js")
+    settings_json = json.dumps(settings).replace("</", "<\\/")
+    html = html.replace('<link rel="stylesheet" href="wallboard.css">', f"<style>\n{css}</style>")
+    html = html.replace('<script src="wallboard.js"></script>', f"<script>\n{js}</script>")
+    return html.replace('<script id="wallboard-settings" type="application/json">{}</script>',
+                        f'<script id="wallboard-settings" type="application/json">'
+                        f'{settings_json}</script>')
+
+
+def page_settings(config: Config, environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """What the page cannot learn from the APIs: the default source (``PROMETHEUS_URL_ENV``)."""
+    env = os.environ if environ is None else environ
+    prometheus_url = env.get(PROMETHEUS_URL_ENV, "").strip() or None
+    return {"source": "prometheus" if prometheus_url else "worker",
+            "prometheus_url": prometheus_url,
+            "partitions_total": config.topics.partitions}
+
+
+def _query_int(request: faust.web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    text = request.query.get(name)
+    if text is None or not text.strip():
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {text!r}") from None
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be {lo}..{hi}, got {value}")
+    return value
+
+
+def register_wallboard(app: faust.App, config: Config, cores: Any, metrics: Any,
+                       environ: dict[str, str] | None = None) -> Freshness:
+    """Attach ``/wallboard``, ``/api/live``, the freshness sampler and the collector to ``app``.
+
+    ``cores`` is a :class:`streams.tables.PartitionCores` (``ready``, ``active_cores()``,
+    ``partitions()``); ``metrics`` a :class:`streams.metrics.WorkerMetrics` (its ``registry``
+    and ``totals``).
+    """
+    calendar = Calendar(config.calendar)
+    freshness = Freshness(lambda: metrics.totals["counted"])
+    html = page_html(page_settings(config, environ))
+    metrics.registry.register(WallboardCollector(
+        cores.active_cores, lambda: cores.ready, calendar, freshness))
+
+    @app.timer(interval=FRESHNESS_SAMPLE_SECONDS, name="kpi-wallboard-freshness")
+    async def sample_freshness() -> None:
+        freshness.sample()
+
+    async def wallboard(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        """The wallboard page (query parameters are read by the page itself)."""
+        return view.html(html, headers={"Cache-Control": "no-cache"})
+
+    app.page("/wallboard", name="kpi-wallboard")(wallboard)
+    app.page("/wallboard/", name="kpi-wallboard-slash")(wallboard)
+
+    @app.page("/api/live", name="kpi-live")
+    async def live(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        """Activity in the last ``minutes`` (default 60) by type, for ``team``; freshness."""
+        now = now_micros()
+        try:
+            minutes = _query_int(request, "minutes", DEFAULT_MINUTES, 1, MAX_MINUTES)
+            text = request.query.get("as_of")
+            as_of = now if text is None or not text.strip() else parse_instant(text)
+        except ValueError as exc:
+            return view.bytes(orjson.dumps({"error": str(exc)}), content_type=JSON, status=400)
+        if not cores.ready:
+            return view.bytes(orjson.dumps({"error": "not ready: KPI state is being rebuilt"}),
+                              content_type=JSON, status=503)
+        team = (request.query.get("team") or "").strip() or None
+        body = live_document(cores.active_cores(), calendar, config, as_of, now, minutes, team,
+                             freshness.sample(), cores.partitions())
+        return view.bytes(orjson.dumps(body), content_type=JSON,
+                          headers={"Cache-Control": "no-cache"})
+
+    return freshness
