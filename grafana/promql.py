@@ -1,0 +1,84 @@
+"""PromQL for the dashboards: selectors over the ``kpi:*`` recording rules, and window wording.
+
+Why selectors, not free text: every KPI panel names its window with the ``period`` and
+``offset`` labels the engine computed in its configured time zone (docs/metrics.md), so one
+helper writes them the same way everywhere and one function describes them in words.
+Ratios are read as recorded (``kpi:win_rate``) or recomputed from summed components
+(``sum(won) / sum(won + lost)``); a ratio is never summed or averaged.
+"""
+
+from __future__ import annotations
+
+# The windows the engine reports (SPEC §2): period -> offsets.
+WINDOWS: dict[str, tuple[str, ...]] = {
+    "day": ("0", "1"),
+    "week": ("0", "1"),
+    "month": ("0", "1", "12"),
+    "quarter": ("0", "1", "4"),
+    "year": ("0", "1"),
+}
+
+
+class Re(str):
+    """A label value matched as a regular expression (``=~``), e.g. a multi-value variable."""
+
+
+def sel(metric: str, **labels: str) -> str:
+    """``metric{label="value", ...}`` in the order given; :class:`Re` values use ``=~``."""
+    if not labels:
+        return metric
+    matchers = ", ".join(
+        f'{name}{"=~" if isinstance(value, Re) else "="}"{value}"' for name, value in labels.items()
+    )
+    return f"{metric}{{{matchers}}}"
+
+
+def ratio_of_sums(numerator: str, *denominator: str) -> str:
+    """``sum(n) / ((sum(d1) + sum(d2)) > 0)``: a ratio over several scopes, exact like the rules."""
+    parts = " + ".join(f"sum({d})" for d in denominator)
+    if len(denominator) > 1:
+        parts = f"({parts})"
+    return f"sum({numerator}) / ({parts} > 0)"
+
+
+def relabel(expr: str, target: str, replacement: str, source: str, regex: str) -> str:
+    """``label_replace``: set label ``target`` where label ``source`` fully matches ``regex``."""
+    return f'label_replace({expr}, "{target}", "{replacement}", "{source}", "{regex}")'
+
+
+def window_names(expr: str) -> str:
+    """Add a label ``window`` naming the offset in words, for legends."""
+    expr = relabel(expr, "window", "to date", "offset", "0")
+    expr = relabel(expr, "window", "previous", "offset", "1")
+    return relabel(expr, "window", "a year earlier", "offset", "12|4")
+
+
+_PERIOD_WORDS = {"day": "day", "week": "week", "month": "month", "quarter": "fiscal quarter",
+                 "year": "fiscal year"}
+
+
+def window_words(period: str, offset: str) -> str:
+    """The window in words: ``("month", "1")`` -> "the previous month"."""
+    if period.startswith("$"):
+        noun = "period chosen in the Period variable"
+    else:
+        noun = _PERIOD_WORDS[period]
+    if offset == "0":
+        return "today so far" if period == "day" else f"the current {noun}, to date"
+    if offset == "1":
+        return "yesterday" if period == "day" else f"the previous {noun}"
+    return f"the same {noun} one year earlier"
+
+
+def window_note(period: str, offset: str | None = "0") -> str:
+    """The sentence every KPI panel description ends with."""
+    labels = f'period="{period}"' + ("" if offset is None else f', offset="{offset}"')
+    where = ("every window of that period" if offset is None
+             else window_words(period, offset))
+    return (f"Window: {where} ({labels}), computed by the engine in its configured time zone "
+            "(kpi_info). Grafana's time range does not change this number.")
+
+
+TREND_NOTE = ("Each point is the window's value as of that instant, computed by the engine in "
+              "its configured time zone, so the line restarts when a new window begins; "
+              "Grafana's time range only sets how much history is drawn.")

@@ -1,0 +1,347 @@
+"""The committed dashboards: fresh, well-formed, and reading only what the engine records.
+
+Grafana publishes no machine-readable dashboard schema in the SDK wheel or on PyPI, so the
+shape is checked by a strict round trip through grafana-foundation-sdk's own models for the
+pinned Grafana version (a field the model does not know would be lost, and the test fails),
+plus structural checks. Every PromQL expression is parsed by ``promtool`` after template
+variables are substituted, every metric it names must be documented and recorded, every
+selector must be able to match a recorded series, and no panel aggregates a ratio.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from engine.config import Config, config_from_mapping  # noqa: E402
+from grafana import build  # noqa: E402
+from grafana.promql import WINDOWS  # noqa: E402
+from grafana.settings import DashboardSettings  # noqa: E402
+
+DASHBOARDS_DIR = ROOT / "grafana" / "dashboards"
+RECORDING = ROOT / "prometheus" / "rules" / "kpi_recording.yml"
+METRICS_DOC = ROOT / "docs" / "metrics.md"
+PROMTOOL = shutil.which("promtool")
+EXPECTED_UIDS = {"executive.json": "kpi-executive", "sales-manager.json": "kpi-sales-manager",
+                 "rep.json": "kpi-rep", "wallboard.json": "kpi-wallboard"}
+FILES = sorted(EXPECTED_UIDS)
+
+# Template variables -> a value that keeps the expression valid PromQL.
+SUBSTITUTIONS = {
+    "period": "month", "team": "emea", "rep": "r-1", "__interval": "1m",
+    "__rate_interval": "1m", "__range": "1h", "__range_s": "3600",
+}
+KPI_LABELS = {"period", "offset", "scope", "team", "rep", "activity_type", "kpi", "category",
+              "type", "outcome", "reason"}
+AGGREGATIONS = ("sum", "avg", "min", "max", "count", "count_values", "stddev", "stdvar",
+                "quantile", "group", "avg_over_time", "sum_over_time", "max_over_time",
+                "min_over_time", "quantile_over_time")
+
+
+def load(name: str) -> dict[str, Any]:
+    return json.loads((DASHBOARDS_DIR / name).read_text(encoding="utf-8"))
+
+
+def panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for panel in dashboard.get("panels", []):
+        out.append(panel)
+        out.extend(panel.get("panels", []))
+    return out
+
+
+def data_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for p in panels(dashboard) if p["type"] != "row"]
+
+
+def variables(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    return dashboard.get("templating", {}).get("list", [])
+
+
+def panel_exprs(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    """(where, expr) of every panel query."""
+    return [(f'panel {p["id"]} "{p["title"]}" {t["refId"]}', t["expr"])
+            for p in data_panels(dashboard) for t in p.get("targets", [])]
+
+
+def variable_exprs(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    """(where, series selector) of every ``label_values(selector, label)`` variable."""
+    out = []
+    for v in variables(dashboard):
+        if v["type"] != "query":
+            continue
+        m = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", v["query"])
+        assert m, f"variable {v['name']}: expected label_values(selector, label): {v['query']}"
+        out.append((f"variable {v['name']}", m.group(1)))
+    return out
+
+
+def substitute(expr: str) -> str:
+    def value(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(2)
+        if name.isdigit():  # a label_replace capture group, not a variable
+            return m.group(0)
+        assert name in SUBSTITUTIONS, f"unknown template variable ${name} in {expr}"
+        return SUBSTITUTIONS[name]
+    return re.sub(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)", value, expr)
+
+
+def without_strings(expr: str) -> str:
+    return re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+
+
+def metric_names(expr: str) -> set[str]:
+    return set(re.findall(r"\bkpi[:_][A-Za-z0-9_:]*", without_strings(expr)))
+
+
+def selectors(expr: str) -> list[tuple[str, dict[str, tuple[str, str]]]]:
+    """(metric, {label: (operator, value)}) of every ``kpi…{...}`` selector."""
+    out = []
+    for metric, body in re.findall(r"\b(kpi[:_][A-Za-z0-9_:]*)\{([^}]*)\}", expr):
+        matchers = {name: (op, value) for name, op, value in
+                    re.findall(r'(\w+)\s*(=~|!=|!~|=)\s*"((?:[^"\\]|\\.)*)"', body)}
+        out.append((metric, matchers))
+    return out
+
+
+def recorded_names() -> set[str]:
+    return set(re.findall(r"^\s*- record:\s*(\S+)\s*$", RECORDING.read_text(), flags=re.M))
+
+
+def documented_names() -> set[str]:
+    return set(re.findall(r"`(kpi[:_][A-Za-z0-9_:]*)", METRICS_DOC.read_text()))
+
+
+def derived_names() -> set[str]:
+    """The ratio-like rules of docs/metrics.md's "Derived KPIs" table: never aggregate them."""
+    text = METRICS_DOC.read_text()
+    section = text.split("### Derived KPIs", 1)[1].split("###", 1)[0]
+    return set(re.findall(r"^\| `(kpi:[a-z_]+)`", section, flags=re.M)) | {
+        "kpi:events_invalid:ratio_rate5m"}
+
+
+# -- fresh and well-formed ------------------------------------------------------------------
+
+
+def test_committed_json_is_not_stale(tmp_path: Path):
+    written = build.write(tmp_path, DashboardSettings())
+    committed = sorted(p.name for p in DASHBOARDS_DIR.glob("*.json"))
+    assert sorted(p.name for p in written) == committed, \
+        "dashboard files differ from the generator's: run python -m grafana.build"
+    for path in written:
+        assert path.read_bytes() == (DASHBOARDS_DIR / path.name).read_bytes(), \
+            f"grafana/dashboards/{path.name} is stale: run python -m grafana.build"
+    assert build.stale_files(DASHBOARDS_DIR, DashboardSettings()) == []
+
+
+def test_check_mode_reports_a_stale_file(tmp_path: Path):
+    build.write(tmp_path, DashboardSettings())
+    (tmp_path / "rep.json").write_text("{}\n")
+    (tmp_path / "old.json").write_text("{}\n")
+    assert build.stale_files(tmp_path, DashboardSettings()) == [
+        "old.json: extra (no generator)", "rep.json: differs from its generator"]
+    assert build.main(["--out", str(tmp_path), "--check"]) == 1
+
+
+def test_the_committed_build_uses_the_engine_defaults():
+    assert DashboardSettings() == DashboardSettings.from_config(Config())
+
+
+def test_engine_calendar_and_currency_shape_a_custom_build():
+    config = config_from_mapping({
+        "calendar": {"timezone": "Europe/Berlin", "week_start": "sunday",
+                     "fiscal_year_start_month": 4},
+        "money": {"currency": "EUR"}})
+    settings = DashboardSettings.from_config(config)
+    model = json.loads(build.render_all(settings)["executive.json"])
+    assert (model["timezone"], model["weekStart"], model["fiscalYearStartMonth"]) == \
+        ("Europe/Berlin", "sunday", 3)
+    units = {p["fieldConfig"]["defaults"].get("unit") for p in data_panels(model)}
+    assert "currencyEUR" in units and "currencyUSD" not in units
+    assert DashboardSettings(currency="CAD").money_unit == "suffix: CAD"
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_round_trips_through_the_sdk_models(name: str):
+    from grafana_foundation_sdk.cog.encoder import JSONEncoder
+    from grafana_foundation_sdk.cog.plugins import register_default_plugins
+    from grafana_foundation_sdk.models.dashboard import Dashboard
+
+    register_default_plugins()
+    data = load(name)
+    again = json.loads(JSONEncoder(sort_keys=True).encode(Dashboard.from_json(data)))
+    assert again == data
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_identity_and_data_source_are_fixed(name: str):
+    d = load(name)
+    assert d["uid"] == EXPECTED_UIDS[name] and len(d["uid"]) <= 40
+    assert "sales-kpis" in d["tags"]
+    assert d["timezone"] == "utc"  # the engine's default zone, as committed
+    for panel in data_panels(d):
+        assert panel["datasource"] == {"type": "prometheus", "uid": "kpi-prometheus"}, \
+            panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "kpi-prometheus"
+    for v in variables(d):
+        if v["type"] == "query":
+            assert v["datasource"]["uid"] == "kpi-prometheus"
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_panel_ids_are_unique_and_the_grid_has_no_overlap(name: str):
+    d = load(name)
+    ids = [p["id"] for p in panels(d)]
+    assert len(ids) == len(set(ids))
+    cells: dict[tuple[int, int], int] = {}
+    for p in panels(d):
+        g = p["gridPos"]
+        assert 0 <= g["x"] and g["x"] + g["w"] <= 24, p["title"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, f'{p["title"]} overlaps panel {cells[(x, y)]}'
+                cells[(x, y)] = p["id"]
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_kpi_panels_say_their_window_is_the_engines(name: str):
+    for panel in data_panels(load(name)):
+        description = panel.get("description", "")
+        assert description, f'{panel["title"]}: no description'
+        exprs = " ".join(t["expr"] for t in panel["targets"])
+        if 'offset="' in exprs:
+            assert "time zone" in description and "time range" in description, panel["title"]
+
+
+def test_sales_manager_variables_narrow_reps_to_teams():
+    by_name = {v["name"]: v for v in variables(load("sales-manager.json"))}
+    assert by_name["team"]["query"] == 'label_values(kpi:leads_created{scope="team"}, team)'
+    assert by_name["team"]["multi"] and by_name["team"]["includeAll"]
+    assert by_name["rep"]["query"].startswith("label_values(")
+    assert "$team" in by_name["rep"]["query"]
+    assert by_name["rep"]["multi"]
+    exprs = " ".join(e for _, e in panel_exprs(load("sales-manager.json")))
+    assert 'team=~"$team"' in exprs and 'rep=~"$rep"' in exprs
+    assert 'kpi:events:rate5m{type="activity.logged"' in exprs
+
+
+def test_rep_dashboard_is_one_rep_against_their_targets():
+    d = load("rep.json")
+    (rep,) = [v for v in variables(d) if v["name"] == "rep"]
+    assert rep["type"] == "query" and not rep["multi"]
+    exprs = [e for _, e in panel_exprs(d)]
+    assert any(e.startswith("kpi:target_attainment{") and 'rep="$rep"' in e for e in exprs)
+    assert all('rep="$rep"' in e for e in exprs)
+
+
+def test_wallboard_is_kiosk_friendly():
+    d = load("wallboard.json")
+    assert d["refresh"] == "30s"
+    assert variables(d) == []
+    assert d["timepicker"]["hidden"] is True
+    kinds = [p["type"] for p in data_panels(d)]
+    assert kinds.count("stat") >= 4 and "bargauge" in kinds and "gauge" in kinds
+    slug = re.sub(r"[^a-z0-9]+", "-", d["title"].lower()).strip("-")
+    kiosk = f"/d/kpi-wallboard/{slug}?orgId=1&kiosk"
+    assert kiosk in (ROOT / "grafana" / "README.md").read_text()
+
+
+# -- PromQL ---------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(PROMTOOL is None,
+                    reason="promtool is not installed (apt-get install prometheus)")
+@pytest.mark.parametrize("name", FILES)
+def test_every_expression_parses_with_promtool(name: str, tmp_path: Path):
+    d = load(name)
+    exprs = panel_exprs(d) + variable_exprs(d)
+    assert exprs
+    groups = [{"name": f"{name} {where}",
+               "rules": [{"record": "grafana:check", "expr": substitute(expr)}]}
+              for where, expr in exprs]
+    rules = tmp_path / "exprs.yml"
+    rules.write_text(json.dumps({"groups": groups}, indent=1))  # JSON is YAML
+    proc = subprocess.run([PROMTOOL, "check", "rules", str(rules)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_every_metric_named_is_recorded_and_documented(name: str):
+    d = load(name)
+    recorded, documented = recorded_names(), documented_names()
+    for where, expr in panel_exprs(d):
+        names = metric_names(expr)
+        assert names, f"{where}: reads no kpi metric: {expr}"
+        raw = {n for n in names if not n.startswith("kpi:")}
+        assert not raw, f"{where}: panels read recording rules only, not {raw}"
+        assert names <= recorded, f"{where}: not a recording rule: {names - recorded}"
+        assert names <= documented, f"{where}: not in docs/metrics.md: {names - documented}"
+    for where, expr in variable_exprs(d):
+        names = metric_names(expr)
+        assert names and names <= documented, f"{where}: undocumented {names - documented}"
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_every_selector_can_match_a_recorded_series(name: str):
+    d = load(name)
+    period_choices = {v["name"]: [o["value"] for o in v["options"]] for v in variables(d)
+                      if v["name"] == "period"}.get("period", [])
+    assert all(p in WINDOWS for p in period_choices)
+    company_only = {"kpi:new_customers", "kpi:cac", "kpi:churn_rate", "kpi:retention_rate",
+                    "kpi:arpa", "kpi:clv", "kpi:mrr_start", "kpi:mrr_new", "kpi:mrr_end",
+                    "kpi:mrr_churned", "kpi:spend_total", "kpi:customers_active_start"}
+    for where, expr in panel_exprs(d):
+        for metric, m in selectors(expr):
+            assert set(m) <= KPI_LABELS, f"{where}: unknown label in {metric}{m}"
+            if metric == "kpi:target":
+                assert "offset" not in m, f"{where}: kpi:target has no offset label"
+            if not metric.startswith("kpi:") or metric in ("kpi:target", "kpi:events:rate5m"):
+                continue
+            op, period = m.get("period", ("=", None))
+            periods = period_choices if period == "$period" else [period]
+            if "offset" in m and period is not None:
+                for p in periods:
+                    assert m["offset"][1] in WINDOWS[p], f"{where}: {p} has no offset {m['offset']}"
+            scope = m.get("scope", ("=", ""))[1]
+            if metric in company_only:
+                assert scope == "company", f"{where}: {metric} exists at company scope only"
+            if metric in ("kpi:active_reps", "kpi:revenue_per_rep"):
+                assert scope != "rep", f"{where}: {metric} has no rep scope"
+            if metric == "kpi:clv":
+                assert periods == ["month"], f"{where}: kpi:clv exists for months only"
+            if metric == "kpi:revenue_growth":
+                assert m["offset"][1] in ("0", "1"), where
+            if metric == "kpi:revenue_growth_yoy":
+                assert m["offset"][1] == "0" and set(periods) <= {"month", "quarter", "year"}, where
+            if scope == "team":
+                assert "rep" not in m, f"{where}: team-scope series have no rep label"
+            if scope == "rep":
+                assert "team" not in m, f"{where}: rep-scope series have no team label"
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_no_panel_averages_or_sums_a_ratio(name: str):
+    ratios = derived_names()
+    assert {"kpi:win_rate", "kpi:churn_rate", "kpi:target_attainment"} <= ratios
+    for where, expr in panel_exprs(load(name)):
+        bare = without_strings(expr)
+        assert not re.search(r"\bavg(_over_time)?\s*(\(|by|without)", bare), \
+            f"{where}: averages: {expr}"
+        if metric_names(expr) & ratios:
+            used = [a for a in AGGREGATIONS if re.search(rf"\b{a}\b\s*(\(|by\b|without\b)", bare)]
+            assert not used, (f"{where}: aggregates a ratio with {used}; sum the components "
+                              f"and divide instead: {expr}")
