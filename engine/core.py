@@ -50,6 +50,8 @@ def _contribution(ts: int, team: str | None, rep: str | None, active: bool,
 
 _tuple_new = tuple.__new__
 _ACTIVITY_VALUES = {name: ((index, 1),) for name, index in ACTIVITY_INDEX.items()}
+_LEADS_CREATED_VALUES = ((LEADS_CREATED, 1),)
+_LEADS_QUALIFIED_VALUES = ((LEADS_QUALIFIED, 1),)
 
 
 @dataclass(slots=True)
@@ -233,28 +235,23 @@ class Core:
         return True
 
     def _lead_created(self, e: Event) -> None:
-        lead = self.leads.get(e.lead_id)
-        if lead is None:
-            lead = self.leads[e.lead_id] = Lead()
-        new = Attributed(e.ts, e.event_id, e.team_id, e.rep_id)
-        if lead.created is None or new.key() < lead.created.key():
-            if lead.created is not None:
-                self._drop(("lc", e.lead_id), lead.created.ts)
-            lead.created = new
-            self._put(("lc", e.lead_id), _contribution(
-                new.ts, new.team, new.rep, True, ((LEADS_CREATED, 1),)))
+        self._lead_fact(e, "created", "lc", _LEADS_CREATED_VALUES)
 
     def _lead_qualified(self, e: Event) -> None:
+        self._lead_fact(e, "qualified", "lq", _LEADS_QUALIFIED_VALUES)
+
+    def _lead_fact(self, e: Event, fact: str, tag: str, values: tuple) -> None:
+        """A lead's created or qualified fact: the earliest event decides (SPEC §3)."""
         lead = self.leads.get(e.lead_id)
         if lead is None:
             lead = self.leads[e.lead_id] = Lead()
-        new = Attributed(e.ts, e.event_id, e.team_id, e.rep_id)
-        if lead.qualified is None or new.key() < lead.qualified.key():
-            if lead.qualified is not None:
-                self._drop(("lq", e.lead_id), lead.qualified.ts)
-            lead.qualified = new
-            self._put(("lq", e.lead_id), _contribution(
-                new.ts, new.team, new.rep, True, ((LEADS_QUALIFIED, 1),)))
+        old = getattr(lead, fact)
+        if old is not None and (old.ts, old.event_id) <= (e.ts, e.event_id):
+            return
+        if old is not None:
+            self._drop((tag, e.lead_id), old.ts)
+        setattr(lead, fact, Attributed(e.ts, e.event_id, e.team_id, e.rep_id))
+        self._put((tag, e.lead_id), _contribution(e.ts, e.team_id, e.rep_id, True, values))
 
     def _spend(self, e: Event) -> None:
         day = self._slot_day.get(e.ts // SLOT_US) or self.calendar.local_day(e.ts)
