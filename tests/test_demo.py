@@ -1,0 +1,237 @@
+"""``kpi-engine demo``: the one-command newcomer demo.
+
+The end-to-end test runs the real command in a temporary working directory (a real Kafka, a
+real worker, Prometheus when installed), watches live traffic arrive through the worker's API,
+then presses Ctrl-C and checks that nothing the demo started is left running. The other tests
+cover the pieces the demo writes and decides without starting anything heavy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from engine.config import load_config
+from engine.demo import (
+    DemoError,
+    base_config,
+    choose_port,
+    config_toml,
+    demo_config,
+    namespaced,
+    prometheus_config,
+    rule_files,
+)
+from engine.kafka_local import free_port
+
+DEMO_TIMEOUT_SECONDS = 150.0  # the whole end-to-end test; a healthy run needs about 40 s
+STOP_TIMEOUT_SECONDS = 60.0
+
+
+# -- what the demo writes and decides ------------------------------------------------------------
+
+
+def test_embedded_defaults_are_a_valid_config_with_a_zone_a_currency_and_targets() -> None:
+    config = base_config(None)
+    assert config.calendar.timezone == "Europe/Berlin"
+    assert config.money.currency == "EUR"
+    assert len(config.targets) >= 3
+    assert any(t.team for t in config.targets) and any(t.rep for t in config.targets)
+
+
+def test_the_demo_config_file_reads_back_as_the_config_the_demo_runs(tmp_path: Path) -> None:
+    config = demo_config(base_config(None), "127.0.0.1:12345", 6066, tmp_path / "worker")
+    path = tmp_path / "engine.toml"
+    path.write_text(config_toml(config))
+    assert load_config(path, environ={}) == config
+    assert config.kafka.bootstrap_servers == "127.0.0.1:12345"
+    assert config.worker.web_port == 6066
+    assert config.worker.data_dir == str(tmp_path / "worker")
+
+
+def test_a_user_config_keeps_its_settings_but_gets_the_demo_broker(tmp_path: Path) -> None:
+    user = tmp_path / "mine.toml"
+    user.write_text('[calendar]\ntimezone = "Asia/Tokyo"\n[money]\ncurrency = "JPY"\n'
+                    '[kafka]\nbootstrap_servers = "prod:9093"\nsecurity_protocol = "SSL"\n'
+                    '[[targets]]\nkpi = "deals_won"\nperiod = "month"\nvalue = 3\n')
+    config = demo_config(base_config(str(user)), "127.0.0.1:1", 7000, tmp_path / "w")
+    assert (config.calendar.timezone, config.money.currency) == ("Asia/Tokyo", "JPY")
+    assert [t.kpi for t in config.targets] == ["deals_won"]
+    assert config.kafka.bootstrap_servers == "127.0.0.1:1"
+    assert config.kafka.security_protocol == "PLAINTEXT"
+
+
+def test_live_ids_are_namespaced_so_they_never_meet_the_history() -> None:
+    line = orjson.dumps({"event_id": "abc", "type": "deal.closed", "deal_id": "op-00001",
+                         "customer_id": "acc-00001", "team_id": "dach", "rep_id": "rep-001",
+                         "outcome": "won", "amount": 10})
+    event = orjson.loads(namespaced(line))
+    assert (event["event_id"], event["deal_id"], event["customer_id"]) == \
+        ("live-abc", "live-op-00001", "live-acc-00001")
+    assert (event["team_id"], event["rep_id"]) == ("dach", "rep-001")  # the same organisation
+
+
+def test_the_prometheus_config_scrapes_the_worker_and_loads_the_rules(tmp_path: Path) -> None:
+    rules = rule_files()
+    text = prometheus_config("127.0.0.1:6066", rules)
+    assert "scrape_interval: 5s" in text
+    assert '"127.0.0.1:6066"' in text
+    assert all(str(path) in text for path in rules)
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed: the config was not validated")
+    path = tmp_path / "prometheus.yml"
+    path.write_text(text)
+    check = subprocess.run([promtool, "check", "config", str(path)], capture_output=True,
+                           text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_a_rule_file_prometheus_would_refuse_is_left_out_with_a_warning(tmp_path: Path) -> None:
+    if shutil.which("promtool") is None:
+        pytest.skip("promtool not installed")
+    (tmp_path / "good.yml").write_text(
+        "groups:\n  - name: g\n    rules:\n      - record: a:b\n        expr: up\n")
+    (tmp_path / "bad.yml").write_text("groups:\n  - name: g\n    rules:\n      - record: x\n")
+    warnings: list[str] = []
+    assert rule_files(tmp_path, say=warnings.append) == [tmp_path / "good.yml"]
+    assert len(warnings) == 1 and "bad.yml" in warnings[0]
+
+
+def test_a_default_port_that_is_taken_falls_back_to_a_free_one() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        assert choose_port(None, taken, "worker") != taken
+        with pytest.raises(DemoError, match=f"port {taken} .* already in use"):
+            choose_port(taken, 6066, "worker")
+
+
+def test_an_explicit_port_in_use_stops_the_demo_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "engine.cli", "demo", "--web-port", str(port),
+             "--dir", str(tmp_path / "demo")],
+            capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False)
+    assert result.returncode == 1
+    assert f"port {port} for the worker's web server is already in use" in result.stderr
+    assert not (tmp_path / "demo" / "kafka").exists()
+
+
+# -- the whole demo ------------------------------------------------------------------------------
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _leftovers(marker: str) -> list[str]:
+    """Processes whose command line names ``marker`` (the test's temp dir), but not pgrep."""
+    result = subprocess.run(["pgrep", "-af", marker], capture_output=True, text=True,
+                            check=False)
+    return [line for line in result.stdout.splitlines() if line.strip()]
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_demo_serves_growing_kpis_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
+    if shutil.which("pgrep") is None:
+        pytest.skip("pgrep (procps) is needed to look for leftover processes")
+    prometheus = shutil.which("prometheus") is not None
+    web_port, prometheus_port = free_port(), free_port()
+    output = tmp_path / "demo.out"
+    started = time.monotonic()
+    with open(output, "wb") as out:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", "demo", "--duration", "60",
+             "--backfill-days", "30", "--web-port", str(web_port),
+             "--prometheus-port", str(prometheus_port)],
+            cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{web_port}"
+
+    def printed() -> str:
+        return output.read_text(errors="replace")
+
+    def until(condition: Callable[[], object], what: str) -> object:
+        while time.monotonic() - started < DEMO_TIMEOUT_SECONDS:
+            if demo.poll() is not None:
+                raise AssertionError(f"the demo exited ({demo.returncode}) while waiting for "
+                                     f"{what}:\n{printed()}")
+            try:
+                value = condition()
+            except (OSError, ValueError, KeyError):
+                value = None
+            if value:
+                return value
+            time.sleep(0.5)
+        raise AssertionError(f"timed out waiting for {what}:\n{printed()}")
+
+    def counted() -> int:
+        status, body = _get(base + "/api/kpis")
+        return json.loads(body)["events"]["counted"] if status == 200 else 0
+
+    try:
+        history = until(lambda: re.search(r"history: sent ([\d,]+) events", printed()),
+                        "the history to be sent")
+        history_events = int(history.group(1).replace(",", ""))
+        until(lambda: "The demo is running" in printed(), "the demo to be up")
+        for url in (f"{base}/api/kpis", f"{base}/metrics", f"{base}/ready"):
+            assert url in printed()
+        assert _get(base + "/ready")[0] == 200
+
+        # The whole history gets counted, then live traffic keeps the count growing.
+        first = until(lambda: (n := counted()) >= history_events and n, "the history counted")
+        until(lambda: counted() > first, "live events to be counted")
+        status, body = _get(base + "/metrics")
+        assert status == 200
+        assert re.search(rb"^kpi_\w+", body, re.MULTILINE), body[:500]
+
+        if prometheus:
+            prom = f"http://127.0.0.1:{prometheus_port}"
+            assert f"{prom}/graph" in printed()
+            assert _get(prom + "/-/ready")[0] == 200
+
+            def worker_is_up() -> bool:
+                targets = json.loads(_get(prom + "/api/v1/targets")[1])["data"]
+                return any(t["health"] == "up" and f":{web_port}/metrics" in t["scrapeUrl"]
+                           for t in targets["activeTargets"])
+
+            until(worker_is_up, "Prometheus to scrape the worker")
+
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(STOP_TIMEOUT_SECONDS) == 0, printed()
+        assert "stopping (SIGINT)" in printed()
+        assert _leftovers(str(tmp_path)) == [], printed()
+    finally:
+        if demo.poll() is None:
+            demo.terminate()
+            try:
+                demo.wait(STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                demo.kill()
+        for line in _leftovers(str(tmp_path)):  # never leave them on a shared machine
+            pid = int(line.split()[0])
+            if pid != os.getpid():
+                os.kill(pid, signal.SIGKILL)
