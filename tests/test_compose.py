@@ -1,0 +1,241 @@
+"""docker-compose.yml and what it mounts, checked offline: the tests never need Docker.
+
+The compose file is validated against the Compose Specification schema that
+``check-jsonschema`` ships (``--builtin-schema vendor.compose-spec``, no network); every host
+path it mounts must exist; the engine's services may only set configuration variables the
+engine knows, and their configuration must load; Prometheus' configuration is checked by
+``promtool`` in a directory laid out as the container sees it; the image's entrypoint is the
+project's console script.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+import typing
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from engine.config import CONFIG_ENV, ENV_PREFIX, Config, load_config
+
+ROOT = Path(__file__).parent.parent
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "docker" / "Dockerfile"
+PROMTOOL = shutil.which("promtool")
+ENGINE_IMAGE = "kpi-engine:local"
+
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None, reason="promtool is not installed (apt-get install prometheus)")
+
+
+def _compose() -> dict[str, Any]:
+    return YAML(typ="safe", pure=True).load(COMPOSE.read_text(encoding="utf-8"))
+
+
+SERVICES: dict[str, dict[str, Any]] = _compose()["services"]
+ENGINE_SERVICES = sorted(name for name, s in SERVICES.items() if s.get("image") == ENGINE_IMAGE
+                         and "alert_log" not in json.dumps(s.get("entrypoint", "")))
+WORKERS = sorted(name for name in ENGINE_SERVICES if SERVICES[name].get("command", [None])[0]
+                 == "worker")
+
+
+def _bind_mounts(service: dict[str, Any]) -> list[tuple[Path, PurePosixPath]]:
+    """(host path, container path) of the service's bind mounts (short syntax)."""
+    mounts = []
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith((".", "/")):
+            mounts.append(((ROOT / source).resolve(), PurePosixPath(target)))
+    return mounts
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment", {})
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {key: str(value) for key, value in env.items()}
+
+
+def _known_config_variables() -> set[str]:
+    """``KPI_ENGINE_CONFIG`` and ``KPI_<SECTION>_<KEY>`` for every scalar key of engine/config.py."""
+    known = {CONFIG_ENV}
+    for section, cls in typing.get_type_hints(Config).items():
+        if dataclasses.is_dataclass(cls):
+            known |= {f"{ENV_PREFIX}{section}_{f.name}".upper() for f in dataclasses.fields(cls)}
+    return known
+
+
+def _host_path(service: dict[str, Any], container_path: str) -> Path:
+    """The host file a container path of ``service`` comes from, through its bind mounts."""
+    path = PurePosixPath(container_path)
+    for host, target in _bind_mounts(service):
+        if path == target or target in path.parents:
+            return host / path.relative_to(target)
+    raise AssertionError(f"{container_path} is not mounted from the repository")
+
+
+def test_compose_file_follows_the_compose_specification():
+    proc = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
+         str(COMPOSE)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_stack_has_its_services():
+    assert {"kafka", "prometheus", "alertmanager", "grafana", "generator", "backfill"} <= set(SERVICES)
+    assert len(WORKERS) == 2
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_every_mounted_host_path_exists_in_the_repository(name: str):
+    for host, _ in _bind_mounts(SERVICES[name]):
+        assert host.is_relative_to(ROOT), f"{host} is outside the repository"
+        assert host.exists(), f"{name} mounts {host.relative_to(ROOT)}, which does not exist"
+    build = SERVICES[name].get("build")
+    if build:
+        assert (ROOT / build["context"] / build["dockerfile"]).is_file()
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_every_image_is_pinned(name: str):
+    image = SERVICES[name]["image"]
+    repository, _, tag = image.rpartition(":")
+    assert repository and tag and tag != "latest", f"{name}: pin a tag, not {image!r}"
+    assert "build" in SERVICES[name] or re.fullmatch(r"v?\d+(\.\d+)+", tag), image
+
+
+@pytest.mark.parametrize("name", ENGINE_SERVICES)
+def test_engine_services_set_only_known_config_variables_and_their_config_loads(name: str):
+    service, known = SERVICES[name], _known_config_variables()
+    env = _environment(service)
+    unknown = sorted(set(env) - known)
+    assert not unknown, f"{name}: not engine configuration keys (engine/config.py): {unknown}"
+    config_file = _host_path(service, env[CONFIG_ENV])
+    config = load_config(config_file, environ=env)
+    assert config.kafka.bootstrap_servers == "kafka:9092"
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_no_other_service_sets_engine_variables(name: str):
+    if name in ENGINE_SERVICES:
+        return
+    assert not [key for key in _environment(SERVICES[name]) if key.startswith(ENV_PREFIX)]
+
+
+def test_workers_listen_on_all_interfaces_on_their_own_port_and_keep_their_own_state():
+    ports, volumes = set(), set()
+    for name in WORKERS:
+        service = SERVICES[name]
+        env = _environment(service)
+        config = load_config(_host_path(service, env[CONFIG_ENV]), environ=env)
+        port = config.worker.web_port
+        assert config.worker.web_host == "0.0.0.0"
+        assert f"{port}:{port}" in service["ports"]
+        assert f"127.0.0.1:{port}/ready" in json.dumps(service["healthcheck"]["test"])
+        named = {source: PurePosixPath(target) for source, target in
+                 (volume.split(":")[:2] for volume in service["volumes"])
+                 if not source.startswith((".", "/"))}
+        state = [source for source, target in named.items()
+                 if PurePosixPath(config.worker.data_dir).is_relative_to(target)]
+        assert len(state) == 1, f"{name}: [worker] data_dir is not on a named volume"
+        ports.add(port)
+        volumes.add(state[0])
+    assert len(ports) == len(volumes) == len(WORKERS)
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_dependencies_wait_for_health_or_completion(name: str):
+    for dependency, how in SERVICES[name].get("depends_on", {}).items():
+        condition = how["condition"]
+        assert condition in ("service_healthy", "service_completed_successfully")
+        if condition == "service_healthy":
+            assert "healthcheck" in SERVICES[dependency], f"{dependency} has no healthcheck"
+        else:
+            assert SERVICES[dependency].get("restart") == "no"
+
+
+def test_long_running_services_have_healthchecks():
+    one_shot = {name for name, s in SERVICES.items() if s.get("restart") == "no"}
+    missing = [name for name in SERVICES if name not in one_shot | {"generator"}
+               and "healthcheck" not in SERVICES[name]]
+    assert not missing
+
+
+def test_grafana_gets_the_provisioning_and_dashboards_read_only_and_anonymous_viewers():
+    grafana = SERVICES["grafana"]
+    assert "./grafana/provisioning:/etc/grafana/provisioning:ro" in grafana["volumes"]
+    assert "./grafana/dashboards:/var/lib/grafana/dashboards:ro" in grafana["volumes"]
+    env = _environment(grafana)
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
+    assert env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+
+
+def _flag(service: dict[str, Any], name: str) -> str:
+    for arg in service["command"]:
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+    raise AssertionError(f"--{name} is not set")
+
+
+@needs_promtool
+def test_prometheus_config_is_valid_as_the_container_sees_it(tmp_path: Path):
+    prometheus = SERVICES["prometheus"]
+    for host, target in _bind_mounts(prometheus):
+        destination = tmp_path / target.relative_to("/")
+        if host.is_dir():
+            shutil.copytree(host, destination)
+        else:
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(host, destination)
+    config = tmp_path / PurePosixPath(_flag(prometheus, "config.file")).relative_to("/")
+    proc = subprocess.run([PROMTOOL, "check", "config", str(config)], capture_output=True,
+                          text=True, timeout=120)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    checked = set(re.findall(r"Checking (\S+)\n\s+SUCCESS", output))
+    expected = {str(tmp_path / "etc/prometheus" / p.relative_to(ROOT / "prometheus"))
+                for p in [*(ROOT / "prometheus" / "rules").glob("*.yml"),
+                          *(ROOT / "prometheus" / "alerts").glob("*.yml")]}
+    assert expected and expected <= checked, output
+
+
+def test_prometheus_scrapes_every_worker_as_job_kpi_engine_and_alerts_alertmanager():
+    config = YAML(typ="safe", pure=True).load(
+        (ROOT / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    targets = {t for sc in jobs["kpi-engine"]["static_configs"] for t in sc["targets"]}
+    expected = set()
+    for name in WORKERS:
+        env = _environment(SERVICES[name])
+        expected.add(f"{name}:{env['KPI_WORKER_WEB_PORT']}")
+    assert targets == expected
+    assert {"rules/*.yml", "alerts/*.yml"} <= set(config["rule_files"])
+    alertmanagers = config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    assert alertmanagers == ["alertmanager:9093"]
+    assert _host_path(SERVICES["alertmanager"], _flag(SERVICES["alertmanager"], "config.file")) \
+        == ROOT / "alertmanager" / "alertmanager.yml"
+
+
+def test_dockerfile_builds_the_package_on_python_3_11_slim_with_the_console_script_entrypoint():
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    assert re.search(r"^FROM python:3\.11-slim\b", text, flags=re.M)
+    assert re.search(r"^RUN pip install \.", text, flags=re.M)
+    entrypoint = json.loads(re.search(r"^ENTRYPOINT (.+)$", text, flags=re.M).group(1))
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert entrypoint[0] in scripts and len(entrypoint) == 1
+    for name in ENGINE_SERVICES:
+        service = SERVICES[name]
+        assert service["build"]["dockerfile"] == "docker/Dockerfile"
+        command = service.get("command", [])
+        if "entrypoint" not in service:
+            assert command[0] in ("worker", "generate")
+        else:
+            assert "kpi-engine " in " ".join(command)
