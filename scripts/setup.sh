@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything the engine, its demo and its tests need on a fresh machine. Idempotent:
 # a second run only checks. What it installs: a Python virtualenv (.venv) with the project and
-# its test extras; Java 17, Maven and Prometheus (promtool) from Debian's packages when missing;
+# its test extras; Java 17, Maven, Prometheus (promtool), Alertmanager (amtool) and Chromium
+# from Debian's packages when missing;
 # the Apache Kafka jars from Maven Central into ~/.cache/kpi-engine (used by the local broker).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -32,6 +33,10 @@ fi
 command -v java >/dev/null 2>&1 || apt_install openjdk-17-jre-headless
 command -v mvn >/dev/null 2>&1 || apt_install maven
 { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || apt_install prometheus
+command -v amtool >/dev/null 2>&1 || apt_install prometheus-alertmanager
+# Headless Chromium for the wallboard's browser tests.
+{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 \
+  || apt_install chromium chromium-driver
 
 if [ ! -x .venv/bin/python ]; then
   say "creating virtualenv .venv"
