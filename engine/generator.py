@@ -97,6 +97,7 @@ class GeneratorSettings:
     annual_growth: float = 0.25  # history volumes grow by this much a year (1.0 = doubling)
     duplicates: float = 0.0     # fraction of lines re-emitted verbatim a little later
     invalid: float = 0.0        # fraction of extra, invalid messages
+    id_prefix: str = ""         # prepended to every event and entity id (a second, live stream)
 
     @property
     def reps(self) -> int:
@@ -208,7 +209,7 @@ class _Model:
         self.s = settings
         self.flat = flat  # live mode: every day is a workday, office hours span the whole day
         self.rng = random.Random(settings.seed)
-        self.ids = _EventIds(settings.seed, region=0)
+        self.ids = _EventIds(settings.seed, region=0, prefix=settings.id_prefix)
         self.clock = _Clock(ZoneInfo(settings.timezone))
         self.to_wall: Callable[[float], float] | None = None  # live: model time -> wall clock
         self.planning = False
@@ -359,7 +360,7 @@ class _Model:
 
     def _next_id(self, prefix: str) -> str:
         self.counters[prefix] += 1
-        return f"{prefix}-{self.counters[prefix]:05d}"
+        return f"{self.s.id_prefix}{prefix}-{self.counters[prefix]:05d}"
 
     def _teammate(self, rep: _Rep) -> _Rep:
         return self.rng.choice(self.team_reps[rep.team])
@@ -565,7 +566,8 @@ class _EventIds:
     _SPACE = 36 ** 10
     _MASK = (1 << 52) - 1
 
-    def __init__(self, seed: int, region: int) -> None:
+    def __init__(self, seed: int, region: int, prefix: str = "") -> None:
+        self._prefix = prefix
         rng = random.Random(f"{seed}:event-ids")
         self._key_a, self._key_b = rng.getrandbits(52), rng.getrandbits(52)
         self._counter = rng.getrandbits(49) + region * (1 << 50)
@@ -586,7 +588,7 @@ class _EventIds:
         first, middle = divmod(rest, 46_656)
         head, high = divmod(first, 46_656)
         triples = _BASE36_TRIPLES
-        return _BASE36[head] + triples[high] + triples[middle] + triples[low]
+        return self._prefix + _BASE36[head] + triples[high] + triples[middle] + triples[low]
 
 
 _MINUTE_SECOND = tuple(f"{m:02d}:{s:02d}" for m in range(60) for s in range(60))
@@ -666,7 +668,7 @@ class _Noise:
     def __init__(self, settings: GeneratorSettings) -> None:
         self.s = settings
         self.rng = random.Random(f"{settings.seed}:noise")
-        self.ids = _EventIds(settings.seed, region=1)
+        self.ids = _EventIds(settings.seed, region=1, prefix=settings.id_prefix)
         self.position = 0
         self.redeliveries: list[tuple[int, int, bytes]] = []  # (due position, tie, line)
 

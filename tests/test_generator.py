@@ -339,3 +339,20 @@ def test_cli_days_ends_now(tmp_path: Path) -> None:
 ])
 def test_cli_refuses_contradictory_arguments(args: list[str], tmp_path: Path) -> None:
     assert main(["generate", *args, "--out", str(tmp_path / "x.jsonl")]) == 2
+
+
+def test_id_prefix_namespaces_every_event_and_entity_id():
+    import orjson as _orjson
+    from datetime import datetime as _dt, timezone as _tz
+
+    from engine.generator import GeneratorSettings as _Settings, history_lines as _lines
+
+    start, end = _dt(2026, 1, 5, tzinfo=_tz.utc), _dt(2026, 1, 12, tzinfo=_tz.utc)
+    plain = [_orjson.loads(x) for x in _lines(_Settings(seed=3), start, end)]
+    live = [_orjson.loads(x) for x in _lines(_Settings(seed=3, id_prefix="live-"), start, end)]
+    assert len(plain) == len(live)
+    id_fields = ("event_id", "lead_id", "deal_id", "customer_id", "subscription_id")
+    for a, b in zip(plain, live):
+        for name in id_fields:
+            if name in a:
+                assert b[name] == "live-" + a[name]

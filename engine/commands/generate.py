@@ -36,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "streams events stamped with the wall clock. Time zone and currency come "
                     "from the config.")
     p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
+    p.add_argument("--id-prefix", default="", metavar="TEXT",
+                   help="prefix every event and entity id (e.g. 'live-' for a live stream "
+                        "next to a backfill made with the same seed, whose ids it would repeat)")
     p.add_argument("--config", metavar="FILE.toml", help="engine configuration")
     p.add_argument("--teams", type=_positive_int, default=5, help="number of teams (default: 5)")
     p.add_argument("--reps-per-team", type=_positive_int, default=12,
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     settings = GeneratorSettings(
         seed=args.seed, teams=args.teams, reps_per_team=args.reps_per_team,
         timezone=config.calendar.timezone, currency=config.money.currency,
-        duplicates=args.duplicates, invalid=args.invalid)
+        duplicates=args.duplicates, invalid=args.invalid, id_prefix=args.id_prefix)
     if args.rate is not None:
         items = _limited(live_lines(settings, args.rate), args.count, args.duration)
         return _send(args, config, paced=items)
