@@ -339,8 +339,7 @@
       const rank = Object.assign(document.createElement('span'), {className: 'rank', textContent: index + 1});
       const rep = Object.assign(document.createElement('span'), {className: 'rep', textContent: row.rep});
       const bar = Object.assign(document.createElement('span'), {className: 'lb-bar'});
-      bar.style.width = `${(row.revenue_won / best) * 100}%`;
-      rep.append(bar);
+      bar.style.width = `${Math.max(0, row.revenue_won / best) * 100}%`;
       const revenue = Object.assign(document.createElement('span'), {className: 'num revenue'});
       revenue.dataset.kpi = 'rep.revenue_won';
       revenue.dataset.value = String(row.revenue_won);
@@ -349,9 +348,39 @@
       deals.dataset.kpi = 'rep.deals_won';
       deals.dataset.value = String(row.deals_won);
       deals.textContent = format('count', row.deals_won);
-      li.append(rank, rep, revenue, deals);
+      li.append(bar, rank, rep, revenue, deals);
       list.append(li);
     });
+    // Never show half a row: drop the rows that do not fit the panel.
+    for (const li of [...list.children]) {
+      if (li.offsetTop + li.offsetHeight > list.clientHeight) li.remove();
+    }
+  }
+
+  // Shrink the numbers of a tile when any of them sticks out of the tile's content box
+  // (a big month, a long currency format).
+  function overflows(tile, numbers) {
+    const box = tile.getBoundingClientRect();
+    const style = getComputedStyle(tile);
+    const left = box.left + parseFloat(style.paddingLeft) - 1;
+    const right = box.right - parseFloat(style.paddingRight) + 1;
+    return numbers.some((el) => {
+      const range = document.createRange();
+      range.selectNodeContents(el);
+      const text = range.getBoundingClientRect();
+      return text.left < left || text.right > right;
+    });
+  }
+
+  function fitTiles() {
+    for (const tile of document.querySelectorAll('.tile')) {
+      const numbers = [...tile.querySelectorAll('.big, .mid')];
+      numbers.forEach((el) => { el.style.fontSize = ''; });
+      const sizes = numbers.map((el) => parseFloat(getComputedStyle(el).fontSize));
+      for (let scale = 0.95; overflows(tile, numbers) && scale > 0.3; scale -= 0.05) {
+        numbers.forEach((el, i) => { el.style.fontSize = `${sizes[i] * scale}px`; });
+      }
+    }
   }
 
   function renderLive(snapshot) {
@@ -425,6 +454,7 @@
     renderLeaderboard(snapshot);
     renderLive(snapshot);
     renderRotation();
+    fitTiles();
     const asOf = zoneFormat(snapshot.timezone, {hour: '2-digit', minute: '2-digit', second: '2-digit'})
       .format(new Date(snapshot.asOf));
     const source = document.getElementById('source');
@@ -532,6 +562,7 @@
   }
 
   document.body.dataset.mode = options.source;
+  window.addEventListener('resize', render);
   if (options.rotate > 0) setInterval(rotate, options.rotate * 1000);
   setInterval(tickClock, 1000);
   tickClock();
