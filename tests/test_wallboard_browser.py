@@ -360,7 +360,8 @@ web_port = {port}
     try:
         worker.until(lambda: worker.get_json("/ready")["ready"], "the worker to be ready")
         history = sent_count(generate(config_path, "--days", "90", "--seed", "7"))
-        live = sent_count(generate(config_path, "--rate", "25", "--duration", "5", "--seed", "8"))
+        live = sent_count(generate(config_path, "--rate", "25", "--duration", "5", "--seed", "8",
+                                  "--id-prefix", "live1-"))
         worker.until(lambda: worker.counted() == history + live, "every event to be counted")
         browser = Browser(workdir)
         yield {"worker": worker, "browser": browser, "config": config_path, "workdir": workdir,
@@ -506,7 +507,8 @@ def test_the_wallboard_shows_the_api_numbers_updates_live_and_turns_stale(stack:
     page.evaluate("window.__notReloaded = true")
     before = shown["kpis"]["day.activities"]["value"]
     updates = shown["updates"]
-    trickle = generate(stack["config"], "--rate", "25", "--duration", "6", "--seed", "9")
+    trickle = generate(stack["config"], "--rate", "25", "--duration", "6", "--seed", "9",
+                       "--id-prefix", "live2-")
     page.wait_for(f"document.querySelector('[data-kpi=\"day.activities\"]').dataset.value "
                   f"!== '{before}'", "today's activities to change on the page")
     more = sent_count(trickle)
@@ -533,7 +535,7 @@ def test_the_wallboard_shows_the_api_numbers_updates_live_and_turns_stale(stack:
     assert shown["state"] == "stale"
     time.sleep(1)  # the dimming transition
     assert page.evaluate("Number(getComputedStyle(document.querySelector('.board')).opacity)") < 0.5
-    assert float(shown["kpis"]["freshness.seconds"]["value"]) > STALE_SECONDS
+    assert float(shown["kpis"]["freshness.seconds"]["value"]) >= STALE_SECONDS
     page.screenshot(tmp_dir / "wallboard-stale-1920x1080.png")
     page_matches_api(page, worker)  # stale is a warning: the numbers are still the API's
     page.close()

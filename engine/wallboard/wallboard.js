@@ -325,6 +325,7 @@
 
   function renderLeaderboard(snapshot) {
     const list = document.getElementById('leaderboard');
+    list.style.setProperty('--rows', String(options.top));
     list.replaceChildren();
     if (!snapshot.leaderboard.length) {
       const li = document.createElement('li');
