@@ -82,6 +82,32 @@ def recent_activities(cores: Iterable[Core], calendar: Calendar, lo: int, hi: in
     return by_type, per_minute
 
 
+def activities_by_team(cores: Iterable[Core], calendar: Calendar, lo: int,
+                       hi: int) -> dict[str, dict[str, int]]:
+    """Activities with ``lo ≤ occurred_at < hi`` by team and type, in one pass (the gauges)."""
+    teams: dict[str, dict[str, int]] = {}
+    if hi <= lo:
+        return teams
+    first, last = calendar.local_day(lo), calendar.local_day(hi - 1)
+    for core in cores:
+        for day in range(first, last + 1):
+            bucket = core.days.get(day)
+            if bucket is None:
+                continue
+            for contributions in (bucket.fixed, bucket.items.values()):
+                for c in contributions:
+                    if c.team is None or not lo <= c.ts < hi:
+                        continue
+                    for index, amount in c.values:
+                        name = _ACTIVITY_OF_INDEX.get(index)
+                        if name is not None:
+                            by_type = teams.get(c.team)
+                            if by_type is None:
+                                by_type = teams[c.team] = dict.fromkeys(ACTIVITY_TYPES, 0)
+                            by_type[name] += amount
+    return teams
+
+
 def latest_event_instant(cores: Iterable[Core], calendar: Calendar, now: int) -> int | None:
     """The latest ``occurred_at`` ≤ ``now`` of any counted event (future-stamped ones skipped)."""
     latest: int | None = None
@@ -199,11 +225,10 @@ class WallboardCollector(Collector):
             "kpi_activities_last_hour",
             "Activities with occurred_at in the last hour (event time), per team and type.",
             labels=["team", "activity_type"])
-        teams = sorted({team for core in cores for team in core.team_first})
-        for team in teams:
-            by_type, _ = recent_activities(cores, self.calendar, now - 60 * _MINUTE_US, now,
-                                           team)
-            for name, n in by_type.items():
+        counts = activities_by_team(cores, self.calendar, now - 60 * _MINUTE_US, now)
+        zeros = dict.fromkeys(ACTIVITY_TYPES, 0)
+        for team in sorted({team for core in cores for team in core.team_first}):
+            for name, n in counts.get(team, zeros).items():
                 activities.add_metric([team, name], n)
         yield activities
 

@@ -16,7 +16,6 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 import orjson
-import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -27,7 +26,6 @@ from engine.core import Core
 from engine.event import MICRO, Event
 from streams.app import create_app
 from streams.metrics import WorkerMetrics
-from streams.tables import PartitionCores
 from streams.wallboard import (
     ASSETS,
     PROMETHEUS_URL_ENV,
