@@ -1,15 +1,15 @@
 """The Faust application object of the live worker, built from a :class:`~engine.config.Config`.
 
 Why a factory and nothing else here: the app is configuration only (broker, store, web server,
-guarantees); topics, tables, agents and views are attached by :mod:`streams.worker`. A function
-rather than a module-level global lets tests and tools build several independent apps in one
-process.
+guarantees); topics, tables, agents, services and views are attached by :mod:`streams.worker`.
+A function rather than a module-level global lets tests and tools build several independent
+apps in one process.
 
 Settings that matter for correctness:
 
 - ``processing_guarantee`` stays ``at_least_once``: Faust's ``exactly_once`` is unreliable in
-  0.15.x, so redelivery is expected and made harmless by idempotent state (each table record
-  holds the ids of the events it applied; see :mod:`streams.agents`).
+  0.15.x, so redelivery is expected and made harmless by the ledger (every applied item carries
+  the input partition and offset it came from; see :mod:`streams.ledger`).
 - ``web_tables_enabled`` is off: the ``/table`` endpoints would expose raw entity rows.
 - the consumer starts at ``earliest`` for a new group, so the first start reads the whole input.
 """
@@ -21,12 +21,9 @@ import faust
 from engine.config import Config, KafkaConfig
 from engine.kafka_client import client_kwargs
 
-#: Producer linger: a few milliseconds lets aiokafka fill batches under load and costs
-#: nothing visible at low rates (the agents batch for up to ~100 ms anyway).
+#: Faust's own producer carries none of the worker's data (the stages have their own,
+#: :mod:`streams.kafka`); a short linger is right for whatever Faust sends itself.
 PRODUCER_LINGER_MS = 5
-#: Room above ``max_event_bytes`` for the dead-letter headers when an over-limit message's
-#: original bytes are forwarded.
-DEAD_LETTER_HEADROOM_BYTES = 64 * 1024
 
 
 def broker_url(kafka: KafkaConfig) -> str:
@@ -70,8 +67,6 @@ def create_app(config: Config) -> faust.App:
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
         producer_linger_ms=PRODUCER_LINGER_MS,
-        producer_max_request_size=max(
-            1_000_000, config.limits.max_event_bytes + DEAD_LETTER_HEADROOM_BYTES),
         autodiscover=False,
         key_serializer="raw",
         value_serializer="raw",

@@ -14,12 +14,13 @@ The accounting identity (SPEC §1.3, every consumed message ends in exactly one 
          + sum(kpi_events_total{outcome="counted"})             # at apply, primary aspect
          + sum(kpi_events_total{outcome="duplicate"})           # at apply, primary aspect
 
-holds for one worker once its keyed topic is drained (and over a whole group of workers in any
-case, since ingest and apply of one event may run on different workers). At-least-once delivery
-can add to it: after a crash or a rebalance, work whose offsets were not yet committed is
-redone, and a redelivered event is then a ``duplicate`` (never counted twice). The counters
-live for the process: they restart at zero, like every Prometheus counter, and ``rate()``
-handles that.
+holds for one worker once its bundles are applied (and over a whole group of workers in any
+case, since ingest and apply of one event may run on different workers). These are rates for
+Prometheus: they live for the process and restart at zero. After a crash or a rebalance, work
+that was not committed is redone; the redone items are recognised by their source offsets and
+skipped (``kpi_replays_skipped_total``), so they count nowhere. The report's ``duplicate`` and
+``invalid`` counts do not come from here but from the durable ledger
+(:meth:`streams.tables.PartitionCores.counts`), so they survive restarts.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ OUTCOMES = ("counted", "duplicate")
 
 
 class WorkerMetrics:
-    """The counters and gauges of one worker, with plain-integer totals for the report."""
+    """The counters and gauges of one worker, with plain-integer totals (process-local)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -48,16 +49,20 @@ class WorkerMetrics:
                                "Input messages rejected and dead-lettered, by reason code.",
                                ["reason"], registry=r)
         self.events = Counter("kpi_events_total",
-                              "Valid events applied to KPI state (counted) or recognised as "
-                              "a redelivery of an event_id already applied (duplicate).",
+                              "Valid events applied to KPI state (counted), or new messages "
+                              "repeating an event_id already applied (duplicate).",
                               ["type", "outcome"], registry=r)
         self.dead_letter_sent = Counter("kpi_dead_letter_sent_total",
                                         "Messages written to the dead-letter topic and "
                                         "acknowledged by Kafka.", registry=r)
         self.apply_errors = Counter("kpi_apply_errors_total",
-                                    "Keyed-topic records the apply agent could not decode or "
-                                    "apply (a bug or a foreign writer; see the log).",
+                                    "Bundle items the apply stage could not decode or apply "
+                                    "(a bug or a foreign writer; see the log).",
                                     registry=r)
+        self.replays = Counter("kpi_replays_skipped_total",
+                               "Bundle items skipped because the same input message was "
+                               "already taken: work redone after a crash or rebalance.",
+                               registry=r)
         for reason in REASON_CODES:
             self.invalid.labels(reason)
         for event_type in EVENT_TYPES:
@@ -91,14 +96,9 @@ class WorkerMetrics:
             self.events.labels(event_type, "duplicate").inc(n)
             self.totals["duplicate"] += n
 
-    def report_counts(self) -> dict[str, int]:
-        """``duplicate`` and ``invalid`` for :func:`engine.report.build_report`.
-
-        ``read`` is left out on purpose: the report then derives it as counted + not_visible +
-        duplicate + invalid, where counted and not_visible come from the durable state. Passing
-        this process's consumed count instead would break that sum after every restart.
-        """
-        return {"duplicate": self.totals["duplicate"], "invalid": self.totals["invalid"]}
+    def count_replays(self, n: int) -> None:
+        if n:
+            self.replays.inc(n)
 
 
 class WhenReady(Collector):

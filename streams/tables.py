@@ -1,25 +1,27 @@
-"""Durable entity records (the ``entities`` table) and the in-memory KPI core of each partition.
+"""The ``ledger`` table (durable, Faust-recovered) and the in-memory shard of each partition.
 
-The table maps a route key (:func:`engine.routing.routes`) to the rows of every event applied
-under that key: ``orjson`` bytes of a list of ``[aspect, row]`` pairs (:func:`event_to_row`).
-That one record is both the effect and the proof that an event was applied, so a redelivered
-event is recognised as a duplicate after any crash, and there is no window in which the effect
-exists without the record or the other way round.
+The table holds the ledger records of :mod:`streams.ledger`: per apply round and partition,
+the entries that round produced. The :class:`~streams.ledger.Shard` of a partition (its KPI
+core, the sources it has taken, its duplicate and invalid counts) is a pure function of that
+partition's records, so it is never persisted: it is rebuilt from the stored records whenever
+the partition is (re)assigned, once Faust's table recovery has caught up with the changelog.
 
-The :class:`~engine.core.Core` of a partition is a pure function of that partition's table
-records, so it is never persisted: it is rebuilt by re-applying the stored rows whenever the
-partition is (re)assigned, once Faust's table recovery has caught up with the changelog.
+Writes bypass ``table[key] = value`` (see :mod:`streams.apply`), but keep Faust's layout: the
+record goes to changelog partition *p* with the table's raw key and value, and, once Kafka has
+acknowledged it, into the local store of partition *p* together with its changelog offset (what
+Faust's own write path stores as the partition's *persisted offset*). So Faust's recovery,
+standby replicas and the fast restart from local RocksDB files work as for any table.
 
 Which Faust hooks, and why they are reliable (faust-streaming 0.15.x, ``tables/recovery.py``):
 
-- :meth:`EntityTable.on_rebalance` runs for every rebalance while stream processing is already
-  suspended. Cores of partitions that are no longer active here are dropped at once (a later
+- :meth:`LedgerTable.on_rebalance` runs for every rebalance while stream processing is already
+  suspended. Shards of partitions that are no longer active here are dropped at once (a later
   reassignment must rebuild from the changelog, since another worker may have written to it),
   and the worker stops being ready.
-- :meth:`EntityTable.on_recovery_completed` is awaited by ``Recovery.on_recovery_completed``
+- :meth:`LedgerTable.on_recovery_completed` is awaited by ``Recovery.on_recovery_completed``
   after the active changelog partitions have been read up to their high-water marks and
-  *before* the stream partitions are resumed, so no event reaches the apply agent for a
-  partition whose core is not built yet. It is also called when nothing needed recovering.
+  *before* the stream partitions are resumed, so no bundle reaches the apply agent for a
+  partition whose shard is not built yet. It is also called when nothing needed recovering.
   A rebalance that starts meanwhile is detected (the recovery start signal, and an epoch
   counter bumped by ``on_rebalance``), and the stale rebuild is abandoned; the next recovery
   round calls the hook again.
@@ -27,7 +29,7 @@ Which Faust hooks, and why they are reliable (faust-streaming 0.15.x, ``tables/r
 Iterating one partition: the RocksDB store keeps one database per partition, and Faust's own
 iteration only covers active partitions; here one partition's database is read directly. The
 in-memory store keeps a single dict that also holds standby data, so its keys are filtered by
-the default partitioner that placed them (:func:`streams.topics.partition_for_key`).
+the partition named in the ledger key (:func:`streams.ledger.ledger_partition`).
 """
 
 from __future__ import annotations
@@ -43,101 +45,116 @@ from faust.types import TP
 
 from engine.config import Config
 from engine.core import Core
-from engine.event import event_from_row
-from streams.topics import partition_for_key
+from streams.heap import HeapKeeper
+from streams.ledger import Shard, ledger_partition
 
 log = logging.getLogger(__name__)
 
-TABLE_NAME = "entities"
-#: Rebuilding yields to the event loop every this many records (heartbeats, web requests).
-REBUILD_YIELD_EVERY = 2000
-
-
-def append_rows(existing: bytes | None, new_rows: list[bytes]) -> bytes:
-    """The stored value with encoded ``[aspect, row]`` pairs appended, without re-decoding.
-
-    ``existing`` is an encoded JSON list (or None); each item of ``new_rows`` is the encoding
-    of one pair exactly as the ingest agent produced it.
-    """
-    joined = b",".join(new_rows)
-    if existing is None or existing == b"[]":
-        return b"[" + joined + b"]"
-    return existing[:-1] + b"," + joined + b"]"
+#: Rebuilding yields to the event loop every this many ledger entries (heartbeats, web requests).
+REBUILD_YIELD_EVERY = 20_000
 
 
 class PartitionCores:
-    """One :class:`Core` per active partition, plus the worker's readiness."""
+    """One :class:`Shard` per active partition, plus the worker's readiness.
+
+    Named for what the readers (the report, the collector, the wallboard) take from it: the
+    KPI cores of the active partitions.
+    """
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self._cores: dict[int, Core] = {}
+        self._shards: dict[int, Shard] = {}
         self.ready = False
         self.epoch = 0  # bumped by every rebalance; a rebuild from an older epoch is stale
 
     def __len__(self) -> int:
-        return len(self._cores)
+        return len(self._shards)
 
     def partitions(self) -> list[int]:
-        return sorted(self._cores)
+        return sorted(self._shards)
 
-    def get(self, partition: int) -> Core | None:
-        return self._cores.get(partition)
+    def get(self, partition: int) -> Shard | None:
+        return self._shards.get(partition)
 
     def active_cores(self) -> list[Core]:
-        return [self._cores[p] for p in sorted(self._cores)]
+        return [self._shards[p].core for p in sorted(self._shards)]
+
+    def counts(self) -> dict[str, int]:
+        """Durable ``duplicate`` and ``invalid`` totals of the active partitions (SPEC §5)."""
+        duplicate = invalid = 0
+        for shard in self._shards.values():
+            counts = shard.counts()
+            duplicate += counts["duplicate"]
+            invalid += counts["invalid"]
+        return {"duplicate": duplicate, "invalid": invalid}
 
     def begin_rebalance(self, keep: set[int]) -> None:
-        """A rebalance started: not ready, and only the cores of ``keep`` survive."""
+        """A rebalance started: not ready, and only the shards of ``keep`` survive."""
         self.epoch += 1
         self.ready = False
         self.retain(keep)
 
     def retain(self, keep: set[int]) -> None:
-        for partition in [p for p in self._cores if p not in keep]:
-            del self._cores[partition]
+        for partition in [p for p in self._shards if p not in keep]:
+            del self._shards[partition]
 
-    def install(self, partition: int, core: Core) -> None:
-        self._cores[partition] = core
+    def install(self, partition: int, shard: Shard) -> None:
+        self._shards[partition] = shard
 
-    def new_core(self) -> Core:
-        return Core(self.config.calendar)
-
-
-def rebuild_core(core: Core, items: Iterator[tuple[Any, bytes]]) -> int:
-    """Re-apply every stored ``[aspect, row]`` pair of ``items`` to ``core``; return the count."""
-    applied = 0
-    for _key, value in items:
-        for aspect, row in orjson.loads(value):
-            core.apply(event_from_row(row), aspect)
-            applied += 1
-    return applied
+    def new_shard(self) -> Shard:
+        return Shard(Core(self.config.calendar))
 
 
-class EntityTable(faust.Table):
-    """The ``entities`` table, with the rebuild hooks and collected changelog futures.
+def restore_shard(shard: Shard, records: Iterator[tuple[Any, bytes]]) -> int:
+    """Re-apply every entry of the ledger ``records`` to ``shard``; return the entry count."""
+    count = 0
+    for _key, value in records:
+        count += shard.restore(orjson.loads(value))
+    return count
 
-    :meth:`on_key_set` keeps the future of every changelog record it sends, so the apply agent
-    can wait until Kafka has acknowledged a batch's records before the batch's input offsets
-    are acknowledged (Faust's own flush before a commit gives up after 0.1 s per message).
-    """
+
+class LedgerTable(faust.Table):
+    """The ``ledger`` table, with the rebuild hooks and direct access to the local store."""
 
     cores: PartitionCores
     unconfirmed_batches: int
 
-    def __init__(self, app: faust.App, *, cores: PartitionCores, **kwargs: Any) -> None:
+    def __init__(self, app: faust.App, *, cores: PartitionCores, heap: HeapKeeper,
+                 **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self.cores = cores
-        self._pending: list[asyncio.Future] = []
-        self.unconfirmed_batches = 0
+        self.heap = heap
+        self.unconfirmed_batches = 0  # ledger writes sent and not yet acknowledged
 
-    def on_key_set(self, key: Any, value: Any) -> None:
-        fut = self.send_changelog(self.partition_for_key(key), key, value)
-        self._pending.append(fut)
-        self._sensor_on_set(self, key, value)
+    # -- the local store -----------------------------------------------------------------------
 
-    def take_pending(self) -> list[asyncio.Future]:
-        pending, self._pending = self._pending, []
-        return pending
+    def store_acknowledged(self, partition: int, key: bytes, value: bytes,
+                           changelog_offset: int) -> None:
+        """Put a record Kafka acknowledged at ``changelog_offset`` into the local store."""
+        store = self.data
+        if hasattr(store, "_db_for_partition"):
+            db = store._db_for_partition(partition)
+            if store.use_rocksdict:
+                import rocksdict
+                batch = rocksdict.WriteBatch(raw_mode=True)
+            else:  # pragma: no cover (python-rocksdb is not installed here)
+                import rocksdb
+                batch = rocksdb.WriteBatch()
+            batch.put(key, value)
+            batch.put(store.offset_key, str(changelog_offset).encode())
+            db.write(batch)
+        else:
+            store.data[key] = value
+
+    def stored_items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
+        """Every ``(key, value)`` stored for ``partition``, straight from the local store."""
+        store = self.data
+        if hasattr(store, "_db_for_partition") and hasattr(store, "_visible_items"):
+            yield from store._visible_items(store._db_for_partition(partition))
+            return
+        for key, value in list(store.data.items()):
+            if value is not None and ledger_partition(key) == partition:
+                yield key, value
 
     # -- partition lifecycle -------------------------------------------------------------------
 
@@ -155,7 +172,7 @@ class EntityTable(faust.Table):
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
         await super().on_recovery_completed(active_tps, standby_tps)
         try:
-            await self._rebuild_cores({tp.partition for tp in active_tps})
+            await self._rebuild_shards({tp.partition for tp in active_tps})
         except Exception as exc:  # Faust runs this hook in a task whose errors nobody reads
             log.exception("rebuilding KPI state from the %s table failed", self.name)
             await self.app.crash(exc)
@@ -163,52 +180,35 @@ class EntityTable(faust.Table):
     def _recovery_restarting(self) -> bool:
         return self.app.tables.recovery.signal_recovery_start.is_set()
 
-    async def _rebuild_cores(self, active: set[int]) -> None:
+    async def _rebuild_shards(self, active: set[int]) -> None:
         cores = self.cores
         epoch = cores.epoch
         if self._recovery_restarting():
             return
         cores.retain(active)
         for partition in sorted(active - set(cores.partitions())):
-            core = cores.new_core()
-            count = 0
-            for chunk in _chunks(self.stored_items(partition), REBUILD_YIELD_EVERY):
-                count += rebuild_core(core, iter(chunk))
-                await asyncio.sleep(0)
-                if cores.epoch != epoch or self._recovery_restarting():
-                    log.info("rebalance during rebuild of partition %d; will rebuild again",
-                             partition)
-                    return
-            cores.install(partition, core)
-            log.info("partition %d: KPI state rebuilt from %d stored events", partition, count)
+            shard = cores.new_shard()
+            count = since_yield = 0
+            for record in self.stored_items(partition):
+                entries = restore_shard(shard, iter((record,)))
+                count += entries
+                since_yield += entries
+                if since_yield >= REBUILD_YIELD_EVERY:
+                    since_yield = 0
+                    await asyncio.sleep(0)
+                    if cores.epoch != epoch or self._recovery_restarting():
+                        log.info("rebalance during rebuild of partition %d; will rebuild again",
+                                 partition)
+                        return
+            cores.install(partition, shard)
+            log.info("partition %d: KPI state rebuilt from %d ledger entries", partition, count)
+            self.heap.freeze()
         cores.ready = True
 
-    def stored_items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
-        """Every ``(key, value)`` stored for ``partition``, straight from the local store."""
-        store = self.data
-        if hasattr(store, "_db_for_partition") and hasattr(store, "_visible_items"):
-            yield from store._visible_items(store._db_for_partition(partition))
-            return
-        partitions = self.partitions or self.app.conf.topic_partitions
-        for key, value in list(store.data.items()):
-            if value is not None and partition_for_key(key, partitions) == partition:
-                yield key, value
-
-    def rebuild_partition_now(self, partition: int) -> Core:
-        """Synchronous rebuild, for an event of a partition that has no core (should not happen)."""
+    def rebuild_partition_now(self, partition: int) -> Shard:
+        """Synchronous rebuild, for a bundle of a partition that has no shard (should not happen)."""
         log.warning("partition %d has no KPI state yet; rebuilding it synchronously", partition)
-        core = self.cores.new_core()
-        rebuild_core(core, self.stored_items(partition))
-        self.cores.install(partition, core)
-        return core
-
-
-def _chunks(items: Iterator[tuple[bytes, bytes]], size: int) -> Iterator[list[tuple[bytes, bytes]]]:
-    chunk: list[tuple[bytes, bytes]] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+        shard = self.cores.new_shard()
+        restore_shard(shard, self.stored_items(partition))
+        self.cores.install(partition, shard)
+        return shard

@@ -1,4 +1,4 @@
-"""HTTP endpoints on Faust's web server: ``/metrics``, ``/ready`` and ``/api/kpis``.
+"""HTTP endpoints on Faust's web server: ``/metrics``, ``/ready``, ``/api/kpis``, ``/api/events``.
 
 Why on Faust's server rather than a separate one: it starts with the worker, before table
 recovery, so readiness can be reported as 503 while state is being rebuilt, and the report is
@@ -8,6 +8,10 @@ through one.
 ``/api/kpis`` covers this worker's active partitions. With one worker (or one per partition
 set being asked in turn) that is everything; the entity sharding makes per-partition results
 exact, but a multi-worker deployment needs a merge in front, which is out of scope here.
+Its ``duplicate`` and ``invalid`` counts come from the durable ledger, so they survive restarts.
+
+``/api/events`` is the report's ``events`` block alone: cheap enough to poll many times a
+second, e.g. to measure how soon an event produced to Kafka is counted.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import faust
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from engine.calendar import Calendar
 from engine.config import Config
+from engine.core import Core
 from engine.report import build_report
 from engine.timestamps import now_micros, parse_instant
 from streams.metrics import WorkerMetrics
@@ -28,7 +34,8 @@ JSON = "application/json"
 
 def register_views(app: faust.App, config: Config, cores: PartitionCores,
                    metrics: WorkerMetrics) -> None:
-    """Attach the three views to ``app``'s web server."""
+    """Attach the views to ``app``'s web server."""
+    calendar = Calendar(config.calendar)
 
     @app.page("/metrics", name="kpi-metrics")
     async def prometheus_metrics(view: faust.web.View,
@@ -59,7 +66,45 @@ def register_views(app: faust.App, config: Config, cores: PartitionCores,
         if not cores.ready:
             return view.bytes(orjson.dumps({"error": "not ready: KPI state is being rebuilt"}),
                               content_type=JSON, status=503)
-        report = build_report(cores.active_cores(), as_of, config, metrics.report_counts())
+        report = build_report(cores.active_cores(), as_of, config, cores.counts())
         return view.bytes(orjson.dumps(report), content_type=JSON)
 
+    @app.page("/api/events", name="kpi-events")
+    async def events(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        """The report's ``events`` block at ``as_of`` (default now), without the windows."""
+        text = request.query.get("as_of")
+        try:
+            as_of = now_micros() if text is None or not text.strip() else parse_instant(text)
+        except ValueError as exc:
+            return view.bytes(orjson.dumps({"error": str(exc)}), content_type=JSON, status=400)
+        if not cores.ready:
+            return view.bytes(orjson.dumps({"error": "not ready: KPI state is being rebuilt"}),
+                              content_type=JSON, status=503)
+        counted, not_visible = event_counts(cores.active_cores(), calendar, as_of)
+        counts = cores.counts()
+        body = {"as_of": as_of, "partitions": cores.partitions(),
+                "events": {"read": counted + not_visible + counts["duplicate"]
+                           + counts["invalid"], "counted": counted,
+                           "duplicate": counts["duplicate"], "invalid": counts["invalid"],
+                           "not_visible": not_visible}}
+        return view.bytes(orjson.dumps(body), content_type=JSON)
+
     register_wallboard(app, config, cores, metrics)
+
+
+def event_counts(cores: list[Core], calendar: Calendar, as_of: int) -> tuple[int, int]:
+    """``(counted, not_visible)`` as :meth:`engine.view.View.event_counts` gives them, without
+    the per-deal pass a ``View`` makes up front (so polling stays cheap)."""
+    as_of_day = calendar.local_day(as_of)
+    counted = not_visible = 0
+    for core in cores:
+        for day, stamps in core.event_ts.items():
+            if day < as_of_day:
+                counted += len(stamps)
+            elif day > as_of_day:
+                not_visible += len(stamps)
+            else:
+                before = sum(1 for ts in stamps if ts < as_of)
+                counted += before
+                not_visible += len(stamps) - before
+    return counted, not_visible

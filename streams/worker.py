@@ -1,13 +1,17 @@
-"""Wiring of the live worker: app, topics, table, agents and views from one ``Config``.
+"""Wiring of the live worker: app, topics, ledger table, ingest service, apply agent and views.
 
-Also the one rule about local table files (RocksDB under ``[worker] data_dir``): Faust writes a
-table record to the local store when it *sends* the changelog record, before Kafka has
-acknowledged it. After a hard stop (``kill -9``, OOM, a crash) the local files can therefore
-hold records that Kafka never got; trusting them would make the redelivered input look like
-duplicates and the missing records would never reach the changelog. So a worker that did not
-stop cleanly discards its local table files on the next start and recovers from the changelog,
-which is the source of truth. A clean stop leaves a marker file, and the next start reuses the
-local files (fast restart).
+The path of a message: input topic → :class:`streams.ingest.Ingest` (own consumer group
+``<app_id>-ingest``) → ``<app_id>-bundles`` → the ``apply`` agent (Faust group ``<app_id>``) →
+the partition's :class:`streams.ledger.Shard` and a record in the ``ledger`` table
+(``<app_id>-ledger-changelog``). The ingest service and the ledger writer are dependencies of
+the Faust app, so they start and stop with it.
+
+Also the one rule about local table files (RocksDB under ``[worker] data_dir``): a worker that
+did not stop cleanly discards its local table files on the next start and recovers from the
+changelog, which is the source of truth. (The ledger writer only stores what Kafka has
+acknowledged, so the files should never be ahead of Kafka; the rule costs a recovery after a
+crash and guards against anything else a hard stop may leave behind.) A clean stop leaves a
+marker file, and the next start reuses the local files (fast restart).
 """
 
 from __future__ import annotations
@@ -22,18 +26,15 @@ import faust
 from engine.calendar import Calendar
 from engine.collector import KpiCollector
 from engine.config import Config
-from streams.agents import (
-    APPLY_BATCH,
-    Apply,
-    FatalHandler,
-    Ingest,
-    exit_on_kafka_failure,
-    register_agents,
-)
+from streams.agents import register_agents
 from streams.app import create_app
+from streams.apply import Apply, LedgerWriter
+from streams.heap import HeapKeeper
+from streams.ingest import Ingest
+from streams.kafka import FatalHandler, exit_on_kafka_failure
 from streams.metrics import WhenReady, WorkerMetrics
-from streams.tables import TABLE_NAME, EntityTable, PartitionCores
-from streams.topics import Topics, declare_topics
+from streams.tables import LedgerTable, PartitionCores
+from streams.topics import LEDGER_TABLE, Topics, declare_topics
 from streams.views import register_views
 
 log = logging.getLogger(__name__)
@@ -48,10 +49,11 @@ class Worker:
     config: Config
     app: faust.App
     topics: Topics
-    table: EntityTable
+    table: LedgerTable
     cores: PartitionCores
     metrics: WorkerMetrics
     ingest: Ingest
+    writer: LedgerWriter
     apply: Apply
 
     @property
@@ -89,26 +91,28 @@ def build_worker(config: Config, *, on_fatal: FatalHandler = exit_on_kafka_failu
     topics = declare_topics(app, config)
     metrics = WorkerMetrics()
     cores = PartitionCores(config)
-    table = EntityTable(
+    table = LedgerTable(
         app,
         cores=cores,
-        name=TABLE_NAME,
+        heap=HeapKeeper(),
+        name=LEDGER_TABLE,
         key_type=bytes,
         value_type=bytes,  # bytes keys and values mean the raw codec (no JSON layer)
         partitions=config.topics.partitions,
         beacon=app.tables.beacon,
-        help="Route key -> [aspect, event row] pairs applied under it (streams.tables).",
+        help="<partition>|<last bundle offset> -> the ledger entries of that apply round "
+             "(streams.ledger).",
     )
     app.tables.add(table)
     metrics.bind_state(lambda: cores.ready, lambda: len(cores))
     kpis = KpiCollector(cores.active_cores, Calendar(config.calendar), config)
     metrics.registry.register(WhenReady(kpis, lambda: cores.ready))
-    ingest = Ingest(app, config, topics, metrics, on_fatal=on_fatal)
-    apply = Apply(app, table, metrics, on_fatal=on_fatal)
-    # Faust throttles consumption whenever more than 100 table writes wait in its producer
-    # buffer; a batch legitimately writes up to one record per event, and the apply agent
-    # waits for their acknowledgement itself, so let a whole batch through.
-    app.producer.buffer.max_messages = 4 * APPLY_BATCH
-    register_agents(app, topics, ingest, apply)
+    ingest = Ingest(app, config, metrics, on_fatal=on_fatal, beacon=app.beacon)
+    writer = LedgerWriter(config, table, beacon=app.beacon)
+    # Dependencies added before the app starts are started first and stopped last.
+    app.add_dependency(writer)
+    app.add_dependency(ingest)
+    apply = Apply(app, table, writer, metrics, on_fatal=on_fatal)
+    register_agents(app, topics, apply)
     register_views(app, config, cores, metrics)
-    return Worker(config, app, topics, table, cores, metrics, ingest, apply)
+    return Worker(config, app, topics, table, cores, metrics, ingest, writer, apply)

@@ -1,13 +1,15 @@
-"""The live worker's pieces that need no broker: judging, keyed records, stored rows, rebuild."""
+"""The live worker's pieces that need no broker: judging, bundle items, the ledger, rebuild."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 
 import orjson
 import pytest
+from aiokafka import TopicPartition
 
 from engine.config import Config, TopicsConfig, WorkerConfig
 from engine.core import Core
@@ -15,9 +17,21 @@ from engine.decode import decode
 from engine.event import Event, Rejection, event_to_row
 from engine.report import build_report
 from engine.timestamps import now_micros
-from streams import agents
-from streams.agents import keyed_records
-from streams.tables import PartitionCores, append_rows, rebuild_core
+from streams import ingest as ingest_module
+from streams.apply import size_groups
+from streams.ledger import (
+    APPLIED,
+    DUPLICATED,
+    IGNORED,
+    INVALIDATED,
+    REPLAY,
+    Shard,
+    event_items,
+    invalid_item,
+    ledger_key,
+    ledger_partition,
+)
+from streams.tables import PartitionCores, restore_shard
 from streams.topics import partition_for_key
 from streams.worker import build_worker
 
@@ -56,43 +70,90 @@ def _sample_events(now: datetime) -> list[Event]:
     return [_event(d) for d in docs]
 
 
-def test_append_rows_concatenates_encoded_pairs_without_decoding() -> None:
-    a, b, c = (orjson.dumps(["primary", [i]]) for i in range(3))
-    first = append_rows(None, [a])
-    assert orjson.loads(first) == [["primary", [0]]]
-    assert orjson.loads(append_rows(first, [b, c])) == [["primary", [0]], ["primary", [1]],
-                                                        ["primary", [2]]]
-    assert orjson.loads(append_rows(b"[]", [c])) == [["primary", [2]]]
+def _items(event: Event, partition: int, offset: int) -> list[list]:
+    return [orjson.loads(data) for _, data in event_items(event, partition, offset)]
 
 
-def test_keyed_records_give_a_won_close_a_deal_and_a_customer_record() -> None:
+def test_a_won_close_becomes_a_deal_item_and_a_customer_item_with_its_source() -> None:
     close = _sample_events(datetime.now(timezone.utc))[3]
-    records = keyed_records(close)
-    assert [key for key, _ in records] == [b"D|D1", b"C|C1"]
-    assert [orjson.loads(value) for _, value in records] == [
-        ["primary", event_to_row(close)], ["acquisition", event_to_row(close)]]
+    items = _items(close, 2, 41)
+    assert items == [["D|D1", "primary", event_to_row(close), 2, 41],
+                     ["C|C1", "acquisition", event_to_row(close), 2, 41]]
 
 
-def test_core_rebuilt_from_stored_rows_reports_like_the_core_fed_directly() -> None:
-    """Stored rows are the whole truth: re-applying them rebuilds the same KPI state."""
+def test_a_replay_of_the_same_input_message_leaves_no_trace() -> None:
+    shard = Shard(Core(Config().calendar))
+    lead = _sample_events(datetime.now(timezone.utc))[0]
+    [item] = _items(lead, 0, 7)
+    assert shard.take(item) == APPLIED
+    assert shard.take(item) == REPLAY
+    assert shard.take(_items(lead, 0, 3)[0]) == REPLAY  # an older offset: also done before
+    assert shard.duplicates == 0
+
+
+def test_a_new_message_repeating_an_event_id_is_one_duplicate_even_when_replayed() -> None:
+    shard = Shard(Core(Config().calendar))
+    lead = _sample_events(datetime.now(timezone.utc))[0]
+    assert shard.take(_items(lead, 0, 7)[0]) == APPLIED
+    again = _items(lead, 0, 9)[0]  # the same event, a later message of the same partition
+    assert shard.take(again) == DUPLICATED
+    assert shard.take(again) == REPLAY
+    elsewhere = _items(lead, 1, 2)[0]  # the same event from another input partition
+    assert shard.take(elsewhere) == DUPLICATED
+    assert shard.take(elsewhere) == REPLAY
+    assert shard.counts() == {"duplicate": 2, "invalid": 0}
+
+
+def test_a_repeated_won_close_counts_its_duplicate_once_not_per_aspect() -> None:
+    shard = Shard(Core(Config().calendar))
+    close = _sample_events(datetime.now(timezone.utc))[3]
+    assert [shard.take(i) for i in _items(close, 0, 1)] == [APPLIED, APPLIED]
+    assert [shard.take(i) for i in _items(close, 0, 5)] == [DUPLICATED, IGNORED]
+    assert shard.duplicates == 1
+
+
+def test_invalid_markers_count_once_per_input_message() -> None:
+    shard = Shard(Core(Config().calendar))
+    _, data = invalid_item("malformed_json", 4, 10)
+    marker = orjson.loads(data)
+    assert marker[0] == "I|4"
+    assert shard.take(marker) == INVALIDATED
+    assert shard.take(marker) == REPLAY
+    assert shard.take(orjson.loads(invalid_item("too_large", 4, 11)[1])) == INVALIDATED
+    assert shard.invalid == Counter({"malformed_json": 1, "too_large": 1})
+
+
+def test_sources_beyond_the_packed_range_are_kept_exactly() -> None:
+    shard = Shard(Core(Config().calendar))
+    assert shard.advance("k", 70_000, 5)
+    assert not shard.advance("k", 70_000, 5)
+    assert shard.advance("k", 1, 5) and shard.advance("k", 70_000, 6)
+    assert not shard.advance("k", 1, 4)
+
+
+def test_a_shard_restored_from_its_ledger_equals_the_live_one() -> None:
+    """The ledger is the whole truth: KPIs, duplicates and invalid counts come back."""
     config = Config()
-    direct = Core(config.calendar)
-    stored: dict[bytes, list[bytes]] = defaultdict(list)
-    for event in _sample_events(datetime.now(timezone.utc)):
-        for key, value in keyed_records(event):
-            aspect, row = orjson.loads(value)
-            if direct.apply(event, aspect):
-                stored[key].append(value)
-        for key, value in keyed_records(event):  # a redelivery changes nothing
-            assert not direct.apply(event, orjson.loads(value)[0])
-    values = {key: append_rows(None, rows[:1]) for key, rows in stored.items()}
-    for key, rows in stored.items():
-        if rows[1:]:
-            values[key] = append_rows(values[key], rows[1:])
-    rebuilt = Core(config.calendar)
-    assert rebuild_core(rebuilt, iter(values.items())) == sum(map(len, stored.values()))
+    live = Shard(Core(config.calendar))
+    entries: list[list] = []
+    events = _sample_events(datetime.now(timezone.utc))
+    offset = 0
+    for event in events + events[:3]:  # three new messages repeating event ids
+        offset += 1
+        live.take_bundle(_items(event, offset % 2, offset), entries, Counter(), Counter())
+    live.take_bundle([orjson.loads(invalid_item("not_an_object", 1, 99)[1])], entries,
+                     Counter(), Counter())
+    replayed = _items(events[0], 1, 1)
+    assert live.take_bundle(replayed, entries, Counter(), Counter()) == (1, 0)
+    records = [(ledger_key(0, 5), orjson.dumps(entries[:4])),
+               (ledger_key(0, 9), orjson.dumps(entries[4:]))]
+    restored = Shard(Core(config.calendar))
+    assert restore_shard(restored, iter(records)) == len(entries)
+    assert restored.counts() == live.counts() == {"duplicate": 3, "invalid": 1}
+    assert restored.sources == live.sources
     as_of = now_micros()
-    assert build_report([rebuilt], as_of, config) == build_report([direct], as_of, config)
+    assert build_report([restored.core], as_of, config, restored.counts()) == \
+        build_report([live.core], as_of, config, live.counts())
 
 
 def test_judge_dead_letters_clock_violations_and_never_raises(tmp_path, monkeypatch) -> None:
@@ -102,7 +163,7 @@ def test_judge_dead_letters_clock_violations_and_never_raises(tmp_path, monkeypa
     judge = worker.ingest.judge
     now_us = now_micros()
     valid = judge(orjson.dumps({**lead, "occurred_at": now.isoformat()}), now_us)
-    assert isinstance(valid, list) and valid[0][0] == b"L|L"
+    assert isinstance(valid, list) and valid[0][0] == "L|L"
     future = judge(orjson.dumps({**lead, "occurred_at": (now + timedelta(hours=1)).isoformat()}),
                    now_us)
     assert isinstance(future, Rejection) and future.reason == "future_timestamp"
@@ -115,33 +176,80 @@ def test_judge_dead_letters_clock_violations_and_never_raises(tmp_path, monkeypa
     def broken(*args, **kwargs):
         raise RuntimeError("decoder bug")
 
-    monkeypatch.setattr(agents, "decode", broken)
+    monkeypatch.setattr(worker.ingest, "decoder", broken)
     crashed = judge(b"{}", now_us)
     assert isinstance(crashed, Rejection) and "decoder bug" in crashed.detail
 
 
-def test_memory_store_rows_are_found_by_the_partition_kafka_chose(tmp_path) -> None:
+def _record(partition: int, offset: int, value: bytes | None) -> SimpleNamespace:
+    return SimpleNamespace(topic="in", partition=partition, offset=offset, key=None,
+                           value=value, headers=())
+
+
+def test_a_batch_keeps_each_input_partitions_order_and_cuts_oversized_bundles(
+        tmp_path, monkeypatch) -> None:
     worker = build_worker(_config(tmp_path))
-    keys = [f"L|lead-{i}".encode() for i in range(50)]
+    now = datetime.now(timezone.utc)
+    monkeypatch.setattr(ingest_module, "BUNDLE_MAX_BYTES", 2000)
+    batch = {}
+    for p in (0, 1):
+        batch[TopicPartition("in", p)] = [
+            _record(p, offset, orjson.dumps({
+                "event_id": f"{p}-{offset}", "type": "activity.logged",
+                "occurred_at": (now - timedelta(minutes=offset)).isoformat(),
+                "team_id": "t", "rep_id": "r1", "activity_type": "call"}))
+            for offset in range(40)]
+    batch[TopicPartition("in", 1)].append(_record(1, 40, b"not json"))
+    parts = worker.ingest.plan(batch, now_micros())
+    assert len(parts) > 1
+    assert all(len(b"[" + b",".join(items) + b"]") <= 2000 + 1
+               for part in parts for items in part.bundles.values())
+    seen: dict[tuple[str, int], int] = {}
+    for part in parts:
+        for items in part.bundles.values():
+            for key, _kind, _payload, p, offset in map(orjson.loads, items):
+                assert offset > seen.get((key, p), -1)
+                seen[(key, p)] = offset
+    assert sum(part.consumed for part in parts) == 81
+    assert [len(part.dead_letters) for part in parts][-1] == 1
+    assert parts[-1].offsets == {TopicPartition("in", 0): 40, TopicPartition("in", 1): 41}
+    assert all(not part.offsets for part in parts[:-1])  # committable only after the last
+
+
+def test_rounds_are_cut_where_a_partitions_ledger_record_would_grow_too_large() -> None:
+    def bundle(partition: int, size: int) -> SimpleNamespace:
+        return SimpleNamespace(message=SimpleNamespace(partition=partition, value=b"x" * size))
+
+    bundles = [bundle(0, 400), bundle(1, 900), bundle(0, 500), bundle(0, 200), bundle(1, 50)]
+    groups = [[(b.message.partition, len(b.message.value)) for b in group]
+              for group in size_groups(bundles, limit=1000)]
+    assert groups == [[(0, 400), (1, 900), (0, 500)], [(0, 200), (1, 50)]]
+
+
+def test_memory_store_records_are_found_by_the_partition_in_their_key(tmp_path) -> None:
+    worker = build_worker(_config(tmp_path))
+    keys = [ledger_key(p, offset) for p in range(3) for offset in (5, 17)]
     for key in keys:
         worker.table.data.data[key] = b"[]"
     for partition in range(3):
         found = {key for key, _ in worker.table.stored_items(partition)}
-        assert found == {k for k in keys if partition_for_key(k, 3) == partition}
+        assert found == {k for k in keys if ledger_partition(k) == partition}
 
 
-def test_partition_for_key_matches_kafkas_default_partitioner() -> None:
-    from aiokafka.partitioner import DefaultPartitioner
-
-    for i in range(100):
-        key = f"D|deal-{i}".encode()
-        assert partition_for_key(key, 7) == DefaultPartitioner()(key, list(range(7)), [])
+def test_ledger_keys_sort_in_write_order() -> None:
+    assert ledger_key(1, 99) < ledger_key(1, 100) < ledger_key(1, 10**12)
 
 
-def test_a_rebalance_drops_cores_of_lost_partitions_and_clears_readiness() -> None:
+def test_partition_for_key_is_stable_and_spreads_keys() -> None:
+    counts = Counter(partition_for_key(f"D|deal-{i}".encode(), 4) for i in range(4000))
+    assert set(counts) == {0, 1, 2, 3} and min(counts.values()) > 800
+    assert partition_for_key(b"L|lead-1", 4) == 3  # a change would move state: see topics.py
+
+
+def test_a_rebalance_drops_shards_of_lost_partitions_and_clears_readiness() -> None:
     cores = PartitionCores(Config())
     for partition in (0, 1, 2):
-        cores.install(partition, cores.new_core())
+        cores.install(partition, cores.new_shard())
     cores.ready = True
     epoch = cores.epoch
     cores.begin_rebalance({0, 2})
@@ -156,7 +264,7 @@ def test_local_tables_are_kept_after_a_clean_stop_and_discarded_otherwise(tmp_pa
     worker = build_worker(_config(tmp_path, store="rocksdb://"))
     tables = worker.state_dir
     tables.mkdir(parents=True)
-    (tables / "entities-0.db").mkdir()
+    (tables / "ledger-0.db").mkdir()
     if clean:
         assert worker.mark_clean_stop()
     assert worker.prepare_local_state() is (not clean)

@@ -1,6 +1,6 @@
 """``kpi-engine worker``: run the live worker (Kafka in, KPI state, HTTP endpoints).
 
-Creates the input, dead-letter and keyed topics first (Faust creates its changelog topic
+Creates the input, dead-letter and bundles topics first (Faust creates its changelog topic
 itself), then runs the Faust worker until SIGTERM or SIGINT, on which it stops cleanly:
 in-flight batches finish, offsets are committed and the local table files are marked
 reusable (see :mod:`streams.worker`). Exit status: 0 after a clean stop, 1 when the worker
@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 async def sharding_mismatch(config: Config) -> str | None:
-    """Why the existing keyed or changelog topic cannot serve ``[topics] partitions``, if so.
+    """Why the existing bundles or ledger topic cannot serve ``[topics] partitions``, if so.
 
     State is sharded by partition: with another partition count, route keys would map to
     other partitions than those holding their records, so the worker must not start.
@@ -44,7 +44,7 @@ async def sharding_mismatch(config: Config) -> str | None:
     from aiokafka.admin import AIOKafkaAdminClient
 
     from engine.kafka_client import client_kwargs
-    from streams.topics import changelog_topic_name, keyed_topic_name
+    from streams.topics import bundles_topic_name, changelog_topic_name
 
     expected = config.topics.partitions
     admin = AIOKafkaAdminClient(**client_kwargs(config.kafka))
@@ -53,7 +53,7 @@ async def sharding_mismatch(config: Config) -> str | None:
         # Describe only topics that exist: a metadata request for a missing topic can make a
         # broker with auto-creation enabled create it, with the broker's default partitions.
         existing = set(await admin.list_topics())
-        names = [name for name in (keyed_topic_name(config), changelog_topic_name(config))
+        names = [name for name in (bundles_topic_name(config), changelog_topic_name(config))
                  if name in existing]
         described = await admin.describe_topics(names) if names else []
     finally:
@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     import faust
 
     from engine.kafka_client import ensure_topics, wait_for_broker
+    from streams.heap import HeapKeeper
     from streams.topics import topic_partitions
     from streams.worker import build_worker
 
@@ -98,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         loop.close()
         return 2
 
+    HeapKeeper.configure()
     worker = build_worker(config)
     worker.prepare_local_state()
     faust_worker = faust.Worker(worker.app, loglevel=args.log_level, quiet=True, loop=loop,

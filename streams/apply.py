@@ -1,0 +1,157 @@
+"""The apply stage: bundles in, partition shards updated, one ledger record per partition out.
+
+All decisions are :meth:`streams.ledger.Shard.take_bundle`'s; this module moves bytes. A round
+is what the apply agent takes from Faust at once (a few bundles). It is applied to the shards
+in memory without an ``await`` in between, so a rebalance or a web request never sees a shard
+half-way through a bundle; then each partition's entries go out as one ledger record, and the
+round returns (and Faust acknowledges its bundles, so their offsets can be committed) only once
+Kafka has acknowledged the records. Should that fail, the process exits
+(:func:`streams.kafka.exit_on_kafka_failure`): Faust acknowledges a round's bundles when its
+loop is left by an exception, which would commit offsets whose effects never reached Kafka.
+
+Why the ledger is written here and not with ``table[key] = value``: a Faust table write is a
+changelog message, a store write and a persisted-offset write, ~40 µs each, and per-key records
+would need one per modified entity. One record per partition and round, sent by a plain
+producer (:class:`LedgerWriter`), costs a few microseconds per *round*. Once Kafka has
+acknowledged it, the record goes into the local store with its changelog offset
+(:meth:`streams.tables.LedgerTable.store_acknowledged`), exactly where Faust's recovery would
+have put it; so the local store never holds what Kafka lacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import faust
+import orjson
+from mode import Service
+
+from engine.config import Config
+from streams.kafka import FatalHandler, exit_on_kafka_failure, new_producer
+from streams.ledger import Shard, ledger_key
+from streams.metrics import WorkerMetrics
+from streams.tables import LedgerTable
+
+log = logging.getLogger(__name__)
+
+#: A round's entries for one partition fit one record below the broker's 1 MiB message limit;
+#: a round whose bundles could exceed it is split. Entries are never larger than their items.
+LEDGER_RECORD_MAX_BYTES = 900 * 1024
+
+
+class LedgerWriter(Service):
+    """Sends ledger records to the changelog and stores each once Kafka acknowledged it."""
+
+    def __init__(self, config: Config, table: LedgerTable, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.config = config
+        self.table = table
+        self.producer: Any = None
+
+    async def on_start(self) -> None:
+        self.producer = new_producer(self.config, "ledger")
+        await self.producer.start()
+
+    async def on_stop(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+
+    async def write(self, records: dict[int, tuple[bytes, bytes]]) -> None:
+        """Send ``{partition: (key, value)}``; return once all are acknowledged and stored."""
+        topic = self.table.changelog_topic_name
+        sent = [(partition, key, value,
+                 await self.producer.send(topic, value, key=key, partition=partition))
+                for partition, (key, value) in records.items()]
+        acknowledged = await asyncio.gather(*(future for *_, future in sent))
+        for (partition, key, value, _), metadata in zip(sent, acknowledged):
+            self.table.store_acknowledged(partition, key, value, metadata.offset)
+
+
+class Apply:
+    """Applies rounds of bundles to the partition shards and writes their ledger records."""
+
+    def __init__(self, app: faust.App, table: LedgerTable, writer: LedgerWriter,
+                 metrics: WorkerMetrics, on_fatal: FatalHandler = exit_on_kafka_failure) -> None:
+        self.app = app
+        self.table = table
+        self.heap = table.heap
+        self.writer = writer
+        self.metrics = metrics
+        self.on_fatal = on_fatal
+
+    def apply(self, bundles: Sequence[faust.EventT]) -> dict[int, tuple[bytes, bytes]]:
+        """Apply bundles to memory; the ledger record ``(key, value)`` of each partition."""
+        cores = self.table.cores
+        entries_of: dict[int, list[list]] = {}
+        last_offset: dict[int, int] = {}
+        counted: Counter[str] = Counter()
+        duplicate: Counter[str] = Counter()
+        replays = errors = 0
+        for event in bundles:
+            message = event.message
+            partition = message.partition
+            shard = cores.get(partition) or self._missing_shard(partition)
+            try:
+                items = orjson.loads(message.value)
+            except orjson.JSONDecodeError:
+                log.exception("bundle %s[%d]@%d is not JSON", message.topic, partition,
+                              message.offset)
+                errors += 1
+                continue
+            entries = entries_of.get(partition)
+            if entries is None:
+                entries = entries_of[partition] = []
+            skipped, failed = shard.take_bundle(items, entries, counted, duplicate)
+            replays += skipped
+            errors += failed
+            last_offset[partition] = message.offset
+        self.metrics.count_applied(counted, duplicate)
+        self.metrics.count_replays(replays)
+        if errors:
+            self.metrics.apply_errors.inc(errors)
+        self.heap.grew(sum(map(len, entries_of.values())))
+        return {partition: (ledger_key(partition, last_offset[partition]), orjson.dumps(entries))
+                for partition, entries in entries_of.items() if entries}
+
+    def _missing_shard(self, partition: int) -> Shard:
+        topic = self.table.changelog_topic_name
+        active = {tp.partition for tp in self.app.assignor.assigned_actives()
+                  if tp.topic == topic}
+        if partition in active:
+            return self.table.rebuild_partition_now(partition)
+        self.on_fatal(RuntimeError(f"bundle of partition {partition}, which is not active here"))
+        raise RuntimeError("unreachable")
+
+    async def process(self, bundles: Sequence[faust.EventT]) -> None:
+        for group in size_groups(bundles):
+            records = self.apply(group)
+            if not records:
+                continue
+            self.table.unconfirmed_batches += 1
+            try:
+                await self.writer.write(records)
+            except Exception as exc:
+                self.on_fatal(exc)
+                raise
+            self.table.unconfirmed_batches -= 1
+
+
+def size_groups(bundles: Sequence[faust.EventT],
+                limit: int = LEDGER_RECORD_MAX_BYTES) -> Iterator[Sequence[faust.EventT]]:
+    """Consecutive groups of bundles whose sizes per partition stay within ``limit``."""
+    start = 0
+    sizes: dict[int, int] = {}
+    for i, event in enumerate(bundles):
+        message = event.message
+        size = len(message.value or b"")
+        total = sizes.get(message.partition, 0) + size
+        if total > limit and message.partition in sizes:
+            yield bundles[start:i]
+            start, sizes, total = i, {}, size
+        sizes[message.partition] = total
+    if start < len(bundles):
+        yield bundles[start:]

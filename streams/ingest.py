@@ -1,0 +1,335 @@
+"""The ingest stage: input messages judged in batches and forwarded as bundles; invalid ones
+dead-lettered.
+
+Why not a Faust agent: Faust's per-message stream machinery (an event, an ack, sensors and a
+channel hop per message) costs more than everything else a message needs; a do-nothing agent
+manages ~9.5k messages/s on the reference machine, a plain aiokafka consumer ~500k. Ingest holds
+no state, so it is a service of the Faust app with its own consumer (group
+``<app_id>-ingest``, offsets committed by hand) and producer (:mod:`streams.kafka`).
+
+Per batch of ``getmany``:
+
+1. judge each message: :class:`engine.decode.Decoder`, then the live clock checks. A valid
+   event becomes one item per :func:`engine.routing.routes` aspect; an invalid message a dead
+   letter (original key, value and headers plus the ``kpi-*`` headers) and a marker item, so
+   that the apply stage can count it durably (:mod:`streams.ledger`);
+2. send one bundle per target partition, ``partition=`` :func:`streams.topics.partition_for_key`
+   of its items' route keys, and the dead letters;
+3. once Kafka has acknowledged all of it, the batch's offsets may be committed. Commits go out
+   every :data:`COMMIT_INTERVAL_SECONDS`, when partitions are revoked, and at a clean stop.
+
+What the apply stage relies on (:mod:`streams.ledger`): items of one input partition reach each
+target partition in offset order, without gaps. A batch is sent only after the previous one
+was acknowledged, a target partition gets one bundle per batch (a batch is split, and its
+parts sent one after the other, only where a bundle would exceed :data:`BUNDLE_MAX_BYTES`),
+and a failed send stops the process (:func:`streams.kafka.exit_on_kafka_failure`) before
+anything later is sent. A crash or rebalance re-forwards from the last commit; the apply stage
+recognises those replays. Judging the next batch overlaps the wait for the last one's
+acknowledgements, so the wait costs no CPU time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from mode import Service
+
+from engine.config import Config
+from engine.decode import Decoder
+from engine.event import Rejection
+from engine.kafka_client import client_kwargs
+from engine.timestamps import now_micros
+from streams.kafka import FatalHandler, exit_on_kafka_failure, new_producer
+from streams.ledger import encode_bundle, event_items, invalid_item
+from streams.metrics import WorkerMetrics
+from streams.topics import (
+    HEADER_DETAIL,
+    HEADER_REASON,
+    HEADER_SOURCE_OFFSET,
+    HEADER_SOURCE_PARTITION,
+    HEADER_SOURCE_TOPIC,
+    bundles_topic_name,
+    ingest_group,
+    partition_for_key,
+)
+
+log = logging.getLogger(__name__)
+
+#: Messages per batch: large enough that per-batch costs vanish, small enough that a batch is
+#: judged in ~30 ms and the event loop stays responsive.
+BATCH_RECORDS = 5000
+#: Longest wait in ``getmany`` when nothing is buffered (it returns as soon as data arrives).
+POLL_TIMEOUT_MS = 200
+#: A bundle larger than this is cut (the broker's default message limit is 1 MiB).
+BUNDLE_MAX_BYTES = 512 * 1024
+COMMIT_INTERVAL_SECONDS = 1.0
+#: Bytes of an original value kept when the full value does not fit the dead-letter topic.
+TRUNCATED_VALUE_BYTES = 64 * 1024
+#: Per-partition fetch size: a few batches' worth, so one fetch feeds several ``getmany``.
+FETCH_PARTITION_BYTES = 4 * 1024 * 1024
+
+
+class _Send:
+    """One part of a batch: bundles per target partition, dead letters, and bookkeeping."""
+
+    __slots__ = ("bundles", "sizes", "dead_letters", "offsets", "consumed", "invalid",
+                 "futures", "dead_letter_futures")
+
+    def __init__(self) -> None:
+        self.bundles: dict[int, list[bytes]] = {}
+        self.sizes: dict[int, int] = {}
+        self.dead_letters: list[tuple[Any, Rejection]] = []
+        self.offsets: dict[TopicPartition, int] = {}  # committable once this part is acked
+        self.consumed = 0
+        self.invalid: Counter[str] = Counter()
+        self.futures: list[asyncio.Future] = []
+        self.dead_letter_futures: list[asyncio.Future] = []
+
+
+class Ingest(Service):
+    """Consumes the input topic, forwards bundles and dead letters; counters only, no state."""
+
+    def __init__(self, app: Any, config: Config, metrics: WorkerMetrics,
+                 on_fatal: FatalHandler = exit_on_kafka_failure, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.app = app
+        self.config = config
+        self.metrics = metrics
+        self.on_fatal = on_fatal
+        self.decoder = Decoder(config)
+        self.partitions = config.topics.partitions
+        self.input_topic = config.topics.input
+        self.bundles_topic = bundles_topic_name(config)
+        self.dead_letter_topic = config.topics.dead_letter
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: Any = None
+        self._lock = asyncio.Lock()  # one batch at a time; revocation waits for it
+        self._pending: _Send | None = None  # sent, acknowledgement not awaited yet
+        self._assigned: set[TopicPartition] = set()
+        self._committable: dict[TopicPartition, int] = {}
+        self._last_commit = 0.0
+        self._stopping = False
+        self._loop_task: asyncio.Task | None = None
+
+    # -- judging (no I/O) ----------------------------------------------------------------------
+
+    def judge(self, raw: bytes | None, now_us: int) -> list[tuple[str, bytes]] | Rejection:
+        """Route keys and encoded items for a valid message at source ``(0, 0)``, or why it is
+        invalid. Never raises."""
+        verdict = self._verdict(raw, now_us)
+        if isinstance(verdict, Rejection):
+            return verdict
+        return event_items(verdict, 0, 0)
+
+    def _verdict(self, raw: bytes | None, now_us: int) -> Any:
+        try:
+            result = self.decoder(raw)
+            if type(result) is Rejection:
+                return result
+            late = self.decoder.check_live_time(result, now_us)
+            return result if late is None else late
+        except Exception as exc:  # a decoder bug must neither stop nor lose anything
+            log.exception("could not judge a message; dead-lettering it")
+            return Rejection("invalid_field", f"the engine could not process this event: {exc!r}")
+
+    def plan(self, batch: dict[TopicPartition, list[Any]], now_us: int) -> list[_Send]:
+        """Judge a batch into one or more parts to send in order (see :data:`BUNDLE_MAX_BYTES`)."""
+        parts = [_Send()]
+        part = parts[0]
+        verdict = self._verdict
+        n = self.partitions
+        offsets: dict[TopicPartition, int] = {}
+        for tp, records in batch.items():
+            p = tp.partition
+            for record in records:
+                result = verdict(record.value, now_us)
+                if type(result) is Rejection:
+                    part.dead_letters.append((record, result))
+                    part.invalid[result.reason] += 1
+                    items = [invalid_item(result.reason, p, record.offset)]
+                else:
+                    items = event_items(result, p, record.offset)
+                for key, data in items:
+                    q = partition_for_key(key.encode(), n)
+                    size = part.sizes.get(q, 0) + len(data) + 1
+                    if size > BUNDLE_MAX_BYTES and q in part.bundles:
+                        part = _Send()
+                        parts.append(part)
+                        size = len(data) + 1
+                    bundle = part.bundles.get(q)
+                    if bundle is None:
+                        bundle = part.bundles[q] = []
+                    bundle.append(data)
+                    part.sizes[q] = size
+                part.consumed += 1
+            if records:
+                offsets[tp] = records[-1].offset + 1
+        part.offsets = offsets
+        return parts
+
+    # -- sending --------------------------------------------------------------------------------
+
+    async def _send(self, part: _Send) -> None:
+        send = self.producer.send
+        try:
+            for q, items in part.bundles.items():
+                part.futures.append(await send(self.bundles_topic, encode_bundle(items),
+                                               partition=q))
+        except Exception as exc:
+            self.on_fatal(exc)
+            raise
+        for record, rejection in part.dead_letters:
+            part.dead_letter_futures.append(
+                await self._send_dead_letter(record, rejection, truncate=False))
+        self._pending = part
+
+    async def _settle(self) -> None:
+        """Wait for the last sent part's acknowledgements; its offsets become committable."""
+        part, self._pending = self._pending, None
+        if part is None:
+            return
+        try:
+            await asyncio.gather(*part.futures)
+            for fut, (record, rejection) in zip(part.dead_letter_futures, part.dead_letters):
+                try:
+                    await fut
+                except Exception as exc:
+                    log.warning("dead letter of %s[%d]@%d refused (%r); sending it truncated",
+                                record.topic, record.partition, record.offset, exc)
+                    await (await self._send_dead_letter(record, rejection, truncate=True))
+        except Exception as exc:
+            self.on_fatal(exc)
+            raise
+        self._committable.update(part.offsets)
+        self.metrics.count_ingest(part.consumed, part.invalid)
+        self.metrics.count_dead_letters(len(part.dead_letters))
+
+    async def _send_dead_letter(self, record: Any, rejection: Rejection, *,
+                                truncate: bool) -> Any:
+        value = record.value
+        headers = list(record.headers or ())
+        headers += [
+            (HEADER_REASON, rejection.reason.encode()),
+            (HEADER_DETAIL, rejection.detail.encode("utf-8", "replace")),
+            (HEADER_SOURCE_TOPIC, record.topic.encode()),
+            (HEADER_SOURCE_PARTITION, str(record.partition).encode()),
+            (HEADER_SOURCE_OFFSET, str(record.offset).encode()),
+        ]
+        if truncate and value is not None and len(value) > TRUNCATED_VALUE_BYTES:
+            headers.append(("kpi-truncated-from-bytes", str(len(value)).encode()))
+            value = value[:TRUNCATED_VALUE_BYTES]
+        try:
+            return await self.producer.send(self.dead_letter_topic, value, key=record.key,
+                                            headers=headers)
+        except Exception as exc:
+            if truncate:
+                self.on_fatal(exc)
+                raise
+            return await self._send_dead_letter(record, rejection, truncate=True)
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    async def forward(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        """Judge and send one batch (under the lock that revocation waits for)."""
+        async with self._lock:
+            batch = {tp: records for tp, records in batch.items() if tp in self._assigned}
+            parts = self.plan(batch, now_micros()) if batch else []
+            await self._settle()
+            for part in parts[:-1]:
+                await self._send(part)
+                await self._settle()
+            if parts:
+                await self._send(parts[-1])
+
+    async def _run(self) -> None:
+        consumer = self.consumer
+        assert consumer is not None
+        try:
+            while not self._stopping:
+                batch = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS,
+                                               max_records=BATCH_RECORDS)
+                await self.forward(batch)  # an empty batch settles the last one
+                if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_SECONDS:
+                    await self._commit(self._assigned)
+            async with self._lock:
+                await self._settle()
+            await self._commit(self._assigned)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("the ingest stage failed")
+            await self.app.crash(exc)
+
+    async def _commit(self, partitions: set[TopicPartition]) -> None:
+        self._last_commit = time.monotonic()
+        offsets = {tp: off for tp, off in self._committable.items() if tp in partitions}
+        if not offsets or self.consumer is None:
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            log.info("ingest offsets not committed (%r); will retry", exc)
+            return
+        for tp, offset in offsets.items():
+            if self._committable.get(tp) == offset:
+                del self._committable[tp]
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Finish the batch in flight and commit what it covers before others take over."""
+        async with self._lock:
+            await self._settle()
+            self._assigned -= set(revoked)
+        await self._commit(set(revoked))
+        for tp in revoked:
+            self._committable.pop(tp, None)
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._assigned = set(assigned)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        config = self.config
+        self.producer = new_producer(config, "ingest")
+        await self.producer.start()
+        self.consumer = AIOKafkaConsumer(
+            **client_kwargs(config.kafka),
+            group_id=ingest_group(config),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=FETCH_PARTITION_BYTES,
+            fetch_max_bytes=FETCH_PARTITION_BYTES * max(4, self.partitions),
+        )
+        self.consumer.subscribe([self.input_topic], listener=_Rebalance(self))
+        await self.consumer.start()
+        self._loop_task = asyncio.ensure_future(self._run())
+
+    async def on_stop(self) -> None:
+        """Stop after the batch in flight, with its offsets committed."""
+        self._stopping = True
+        if self._loop_task is not None:
+            try:
+                await self._loop_task
+            except asyncio.CancelledError:
+                pass
+        if self.consumer is not None:
+            await self.consumer.stop()
+        if self.producer is not None:
+            await self.producer.stop()
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, ingest: Ingest) -> None:
+        self.ingest = ingest
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.ingest.on_partitions_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.ingest.on_partitions_assigned(assigned)
