@@ -114,9 +114,11 @@ def latest_event_instant(cores: Iterable[Core], calendar: Calendar, now: int) ->
     today = calendar.local_day(now)
     for core in cores:
         for day in sorted((d for d in core.event_ts if d <= today), reverse=True):
-            stamps = [ts for ts in core.event_ts[day] if ts <= now]
-            if stamps:
-                candidate = max(stamps)
+            stamps = core.event_ts[day]
+            candidate = max(stamps, default=None)
+            if candidate is not None and candidate > now:  # rare: future-stamped events
+                candidate = max((ts for ts in stamps if ts <= now), default=None)
+            if candidate is not None:
                 if latest is None or candidate > latest:
                     latest = candidate
                 break
