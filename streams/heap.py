@@ -23,7 +23,7 @@ import gc
 #: Allocations (net) between young collections; CPython's default is 700.
 GEN0_THRESHOLD = 50_000
 #: Ledger entries applied between freezes (each is a dozen or so long-lived objects).
-FREEZE_EVERY = 100_000
+FREEZE_EVERY = 200_000
 
 
 class HeapKeeper:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from collections import Counter
 from typing import Any
 
@@ -56,10 +57,10 @@ from streams.topics import (
     HEADER_SOURCE_TOPIC,
     bundles_topic_name,
     ingest_group,
-    partition_for_key,
 )
 
 log = logging.getLogger(__name__)
+crc32 = zlib.crc32
 
 #: Messages per batch: large enough that per-batch costs vanish, small enough that a batch is
 #: judged in ~30 ms and the event loop stays responsive.
@@ -73,6 +74,9 @@ COMMIT_INTERVAL_SECONDS = 1.0
 TRUNCATED_VALUE_BYTES = 64 * 1024
 #: Per-partition fetch size: a few batches' worth, so one fetch feeds several ``getmany``.
 FETCH_PARTITION_BYTES = 4 * 1024 * 1024
+#: See :func:`streams.tables.shorten_fetch_wait`: a fetch for drained partitions must not make
+#: the others wait.
+FETCH_MAX_WAIT_MS = 100
 
 
 class _Send:
@@ -111,7 +115,6 @@ class Ingest(Service):
         self.producer: Any = None
         self._lock = asyncio.Lock()  # one batch at a time; revocation waits for it
         self._pending: _Send | None = None  # sent, acknowledgement not awaited yet
-        self._assigned: set[TopicPartition] = set()
         self._committable: dict[TopicPartition, int] = {}
         self._last_commit = 0.0
         self._stopping = False
@@ -142,13 +145,19 @@ class Ingest(Service):
         """Judge a batch into one or more parts to send in order (see :data:`BUNDLE_MAX_BYTES`)."""
         parts = [_Send()]
         part = parts[0]
-        verdict = self._verdict
+        decode = self.decoder
+        check_live_time = self.decoder.check_live_time
         n = self.partitions
         offsets: dict[TopicPartition, int] = {}
         for tp, records in batch.items():
             p = tp.partition
             for record in records:
-                result = verdict(record.value, now_us)
+                try:  # _verdict(), inlined
+                    result = decode(record.value)
+                    if type(result) is not Rejection:
+                        result = check_live_time(result, now_us) or result
+                except Exception:
+                    result = self._verdict(record.value, now_us)  # logs, never raises
                 if type(result) is Rejection:
                     part.dead_letters.append((record, result))
                     part.invalid[result.reason] += 1
@@ -156,7 +165,7 @@ class Ingest(Service):
                 else:
                     items = event_items(result, p, record.offset)
                 for key, data in items:
-                    q = partition_for_key(key.encode(), n)
+                    q = crc32(key.encode()) % n  # partition_for_key(), inlined
                     size = part.sizes.get(q, 0) + len(data) + 1
                     if size > BUNDLE_MAX_BYTES and q in part.bundles:
                         part = _Send()
@@ -236,9 +245,14 @@ class Ingest(Service):
     # -- the loop ---------------------------------------------------------------------------------
 
     async def forward(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        """Judge and send one batch (under the lock that revocation waits for)."""
+        """Judge and send one batch (under the lock that revocation waits for).
+
+        Records of a partition revoked after ``getmany`` returned them are forwarded too:
+        its next owner starts at the committed offset and forwards them again, which the
+        apply stage recognises; dropping them instead would lose them if the partition came
+        back here, past them.
+        """
         async with self._lock:
-            batch = {tp: records for tp, records in batch.items() if tp in self._assigned}
             parts = self.plan(batch, now_micros()) if batch else []
             await self._settle()
             for part in parts[:-1]:
@@ -256,10 +270,10 @@ class Ingest(Service):
                                                max_records=BATCH_RECORDS)
                 await self.forward(batch)  # an empty batch settles the last one
                 if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_SECONDS:
-                    await self._commit(self._assigned)
+                    await self._commit(consumer.assignment())
             async with self._lock:
                 await self._settle()
-            await self._commit(self._assigned)
+            await self._commit(consumer.assignment())
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -284,13 +298,9 @@ class Ingest(Service):
         """Finish the batch in flight and commit what it covers before others take over."""
         async with self._lock:
             await self._settle()
-            self._assigned -= set(revoked)
         await self._commit(set(revoked))
         for tp in revoked:
             self._committable.pop(tp, None)
-
-    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self._assigned = set(assigned)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -304,6 +314,7 @@ class Ingest(Service):
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=FETCH_PARTITION_BYTES,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             fetch_max_bytes=FETCH_PARTITION_BYTES * max(4, self.partitions),
         )
         self.consumer.subscribe([self.input_topic], listener=_Rebalance(self))
@@ -332,4 +343,4 @@ class _Rebalance(ConsumerRebalanceListener):
         await self.ingest.on_partitions_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self.ingest.on_partitions_assigned(assigned)
+        pass

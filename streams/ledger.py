@@ -158,15 +158,25 @@ class Shard:
         item of every bundle.
         """
         advance = self.advance
+        sources = self.sources
         apply = self.core.apply
         invalid = self.invalid
         replays = errors = 0
         for item in items:
             try:
                 key, kind, payload, partition, offset = item
-                if not advance(key, partition, offset):
+                last = sources.get(key)  # advance(), its two common cases inlined
+                if last is None and partition <= _PARTITION_MASK:
+                    sources[key] = (offset << _PARTITION_BITS) | partition
+                elif type(last) is int and last & _PARTITION_MASK == partition:
+                    if offset <= last >> _PARTITION_BITS:
+                        replays += 1
+                        continue
+                    sources[key] = (offset << _PARTITION_BITS) | partition
+                elif not advance(key, partition, offset):
                     replays += 1
-                elif kind == INVALID:
+                    continue
+                if kind == INVALID:
                     invalid[payload] += 1
                     entries.append(item)
                 elif apply(Event(*payload), kind):

@@ -105,6 +105,26 @@ class PartitionCores:
         return Shard(Core(self.config.calendar))
 
 
+#: How long the broker may hold a fetch of Faust's consumer waiting for data (Faust: 1500 ms).
+FETCH_MAX_WAIT_MS = 100
+
+
+def shorten_fetch_wait(app: faust.App, ms: int = FETCH_MAX_WAIT_MS) -> None:
+    """Let the broker answer Faust's fetches after ``ms`` instead of Faust's fixed 1.5 s.
+
+    Why: aiokafka keeps one fetch in flight per broker and asks only for partitions it has
+    no records buffered for. When some bundle partitions are drained and others are not
+    (catching up on a backlog), the fetch for the drained ones waits the full 1.5 s for new
+    data while the others' bundles wait behind it: measured, the apply agent sat idle for
+    1.2-1.5 s several times per 600k-event load. There is no setting for it in Faust 0.15, so
+    the live fetcher's attribute is set (read when each fetch request is built).
+    """
+    thread = getattr(app.consumer, "_thread", None)
+    fetcher = getattr(getattr(thread, "_consumer", None), "_fetcher", None)
+    if fetcher is not None and hasattr(fetcher, "_fetch_max_wait_ms"):
+        fetcher._fetch_max_wait_ms = ms
+
+
 def restore_shard(shard: Shard, records: Iterator[tuple[Any, bytes]]) -> int:
     """Re-apply every entry of the ledger ``records`` to ``shard``; return the entry count."""
     count = 0
@@ -164,6 +184,7 @@ class LedgerTable(faust.Table):
 
     async def on_rebalance(self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP],
                            generation_id: int = 0) -> None:
+        shorten_fetch_wait(self.app)
         topic = self.changelog_topic_name
         revoked_partitions = {tp.partition for tp in revoked if tp.topic == topic}
         self.cores.begin_rebalance(self._active_partitions() - revoked_partitions)

@@ -238,7 +238,15 @@ class WorkerProcess:
             except OSError:
                 pass
             time.sleep(0.25)
-        raise AssertionError(f"timed out waiting for {what}; log:\n{self.log_tail()}")
+        raise AssertionError(f"timed out waiting for {what}; now {self.state()}; "
+                             f"log:\n{self.log_tail()}")
+
+    def state(self) -> str:
+        """What ``/ready`` and ``/api/events`` say, for failure messages."""
+        try:
+            return f"{self.get('/ready')[1]!r} {self.get('/api/events')[1]!r}"
+        except OSError as exc:
+            return repr(exc)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
         assert self.process is not None

@@ -206,8 +206,9 @@ def test_a_batch_keeps_each_input_partitions_order_and_cuts_oversized_bundles(
                for part in parts for items in part.bundles.values())
     seen: dict[tuple[str, int], int] = {}
     for part in parts:
-        for items in part.bundles.values():
+        for target, items in part.bundles.items():
             for key, _kind, _payload, p, offset in map(orjson.loads, items):
+                assert partition_for_key(key.encode(), 3) == target
                 assert offset > seen.get((key, p), -1)
                 seen[(key, p)] = offset
     assert sum(part.consumed for part in parts) == 81
