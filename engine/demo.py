@@ -178,14 +178,19 @@ def prometheus_config(target: str, rule_files: list[Path],
     )
 
 
-def rule_files(rules_dir: Path = REPO_ROOT / "prometheus" / "rules",
+RULE_DIRS = (REPO_ROOT / "prometheus" / "rules", REPO_ROOT / "prometheus" / "alerts")
+
+
+def rule_files(rules_dirs: Path | tuple[Path, ...] = RULE_DIRS,
                say: Callable[[str], None] = print) -> list[Path]:
-    """Every ``*.yml`` in ``rules_dir`` that ``promtool`` accepts (all of them without it).
+    """Every ``*.yml`` in ``rules_dirs`` (recording and alerting rules) that ``promtool``
+    accepts (all of them without it).
 
     A rule file that does not load would stop Prometheus from starting; such a file is left
     out with a warning instead, so the demo still runs while someone fixes it.
     """
-    files = sorted(rules_dir.glob("*.yml"))
+    dirs = (rules_dirs,) if isinstance(rules_dirs, Path) else rules_dirs
+    files = [path for folder in dirs for path in sorted(folder.glob("*.yml"))]
     promtool = shutil.which("promtool")
     if promtool is None:
         return files
@@ -655,6 +660,7 @@ class Demo:
         say, web = self.console, self._worker_url("")
         say.say()
         say.say("The demo is running:")
+        say.say(f"  live wallboard      {web}/wallboard")
         say.say(f"  KPI report (JSON)   {web}/api/kpis")
         say.say(f"  Prometheus metrics  {web}/metrics")
         say.say(f"  readiness           {web}/ready")

@@ -197,9 +197,12 @@ def test_demo_serves_growing_kpis_and_stops_everything_on_ctrl_c(tmp_path: Path)
                         "the history to be sent")
         history_events = int(history.group(1).replace(",", ""))
         until(lambda: "The demo is running" in printed(), "the demo to be up")
-        for url in (f"{base}/api/kpis", f"{base}/metrics", f"{base}/ready"):
+        for url in (f"{base}/wallboard", f"{base}/api/kpis", f"{base}/metrics",
+                    f"{base}/ready"):
             assert url in printed()
         assert _get(base + "/ready")[0] == 200
+        status, page = _get(base + "/wallboard")
+        assert status == 200 and b"data-kpi" in page
 
         # The whole history gets counted, then live traffic keeps the count growing.
         first = until(lambda: (n := counted()) >= history_events and n, "the history counted")
