@@ -50,6 +50,8 @@ from engine.config import KafkaConfig
 from engine.kafka_local import LocalKafka, free_port
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+#: Throughput run: how often the worker is asked how far it got (each request costs it ~1 ms).
+POLL_SECONDS = 0.05
 
 
 def cpu_seconds(pid: int) -> float:
@@ -245,7 +247,7 @@ def bench_worker(bootstrap: str, topic: str, partitions: int, total: int,
                         "cpu": cpu_seconds(worker.process.pid) - cpu0,
                         "broker_cpu": (cpu_seconds(broker_pid) - broker0) if broker_pid
                         else None, "events": events}
-            time.sleep(0.01)
+            time.sleep(POLL_SECONDS)
         raise SystemExit("the worker did not finish in time")
     finally:
         worker.stop()

@@ -9,9 +9,9 @@ short-lived in comparison.
 
 So (as :mod:`engine.replay` does for a file, but for a process that never stops loading):
 
-- the young generations are collected 70 times less often (:data:`GEN0_THRESHOLD`);
+- the young generations are collected ~300 times less often (:data:`GEN0_THRESHOLD`);
 - the state is moved out of the collector's sight with :func:`gc.freeze` once it has grown by
-  :data:`FREEZE_EVERY` objects' worth, and after each partition rebuild. The young generations
+  :data:`FREEZE_EVERY` ledger entries' worth, and after each partition rebuild. The young generations
   are collected first, so only garbage cycles that were already old at that moment are frozen
   with the state: a handful of objects per freeze, and freezes are rare.
 """
@@ -21,7 +21,7 @@ from __future__ import annotations
 import gc
 
 #: Allocations (net) between young collections; CPython's default is 700.
-GEN0_THRESHOLD = 50_000
+GEN0_THRESHOLD = 200_000
 #: Ledger entries applied between freezes (each is a dozen or so long-lived objects).
 FREEZE_EVERY = 200_000
 

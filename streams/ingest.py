@@ -4,8 +4,9 @@ dead-lettered.
 Why not a Faust agent: Faust's per-message stream machinery (an event, an ack, sensors and a
 channel hop per message) costs more than everything else a message needs; a do-nothing agent
 manages ~9.5k messages/s on the reference machine, a plain aiokafka consumer ~500k. Ingest holds
-no state, so it is a service of the Faust app with its own consumer (group
-``<app_id>-ingest``, offsets committed by hand) and producer (:mod:`streams.kafka`).
+no state, so it runs beside Faust with its own consumer (group ``<app_id>-ingest``, offsets
+committed by hand) and producer (:mod:`streams.kafka`): in a child process of the worker
+(:mod:`streams.ingest_process`), or as a service of the Faust app.
 
 Per batch of ``getmany``:
 
@@ -35,6 +36,7 @@ import logging
 import time
 import zlib
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -48,7 +50,6 @@ from engine.kafka_client import client_kwargs
 from engine.timestamps import now_micros
 from streams.kafka import FatalHandler, exit_on_kafka_failure, new_producer
 from streams.ledger import encode_bundle, event_items, invalid_item
-from streams.metrics import WorkerMetrics
 from streams.topics import (
     HEADER_DETAIL,
     HEADER_REASON,
@@ -99,10 +100,12 @@ class _Send:
 class Ingest(Service):
     """Consumes the input topic, forwards bundles and dead letters; counters only, no state."""
 
-    def __init__(self, app: Any, config: Config, metrics: WorkerMetrics,
-                 on_fatal: FatalHandler = exit_on_kafka_failure, **kwargs: Any) -> None:
+    def __init__(self, config: Config, metrics: Any,
+                 on_fatal: FatalHandler = exit_on_kafka_failure,
+                 on_crash: Callable[[BaseException], Awaitable[Any]] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.app = app
+        self.on_crash = on_crash
         self.config = config
         self.metrics = metrics
         self.on_fatal = on_fatal
@@ -278,7 +281,8 @@ class Ingest(Service):
             raise
         except Exception as exc:
             log.exception("the ingest stage failed")
-            await self.app.crash(exc)
+            if self.on_crash is not None:
+                await self.on_crash(exc)
 
     async def _commit(self, partitions: set[TopicPartition]) -> None:
         self._last_commit = time.monotonic()

@@ -42,7 +42,7 @@ from collections.abc import Iterable
 import orjson
 
 from engine.core import Core
-from engine.event import Event, event_to_row
+from engine.event import Event
 from engine.routing import ASPECT_PRIMARY, routes
 
 log = logging.getLogger(__name__)
@@ -67,9 +67,16 @@ def invalid_key(source_partition: int) -> str:
     return f"I|{source_partition}"
 
 
+def event_row(e: Event) -> list:
+    """:func:`engine.event.event_to_row`, spelt out: twice as fast, and it runs per event."""
+    return [e.event_id, e.type, e.ts, e.team_id, e.rep_id, e.lead_id, e.deal_id, e.customer_id,
+            e.subscription_id, e.activity_type, e.outcome, e.category, e.amount, e.mrr,
+            e.opened_at]
+
+
 def event_items(event: Event, partition: int, offset: int) -> list[tuple[str, bytes]]:
     """``(route key, encoded item)`` for each aspect of a valid event from ``partition@offset``."""
-    row = event_to_row(event)
+    row = event_row(event)
     return [(key, _dumps([key, aspect, row, partition, offset])) for key, aspect in routes(event)]
 
 

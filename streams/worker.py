@@ -1,7 +1,7 @@
 """Wiring of the live worker: app, topics, ledger table, ingest service, apply agent and views.
 
 The path of a message: input topic → :class:`streams.ingest.Ingest` (own consumer group
-``<app_id>-ingest``) → ``<app_id>-bundles`` → the ``apply`` agent (Faust group ``<app_id>``) →
+``<app_id>-ingest``, in a child process: :mod:`streams.ingest_process`) → ``<app_id>-bundles`` → the ``apply`` agent (Faust group ``<app_id>``) →
 the partition's :class:`streams.ledger.Shard` and a record in the ``ledger`` table
 (``<app_id>-ledger-changelog``). The ingest service and the ledger writer are dependencies of
 the Faust app, so they start and stop with it.
@@ -31,6 +31,7 @@ from streams.app import create_app
 from streams.apply import Apply, LedgerWriter
 from streams.heap import HeapKeeper
 from streams.ingest import Ingest
+from streams.ingest_process import IngestProcess
 from streams.kafka import FatalHandler, exit_on_kafka_failure
 from streams.metrics import WhenReady, WorkerMetrics
 from streams.tables import LedgerTable, PartitionCores
@@ -52,7 +53,7 @@ class Worker:
     table: LedgerTable
     cores: PartitionCores
     metrics: WorkerMetrics
-    ingest: Ingest
+    ingest: Ingest | IngestProcess
     writer: LedgerWriter
     apply: Apply
 
@@ -85,8 +86,10 @@ class Worker:
         return True
 
 
-def build_worker(config: Config, *, on_fatal: FatalHandler = exit_on_kafka_failure) -> Worker:
-    """A complete, unstarted worker."""
+def build_worker(config: Config, *, on_fatal: FatalHandler = exit_on_kafka_failure,
+                 ingest_in_process: bool = False, log_level: str = "WARNING") -> Worker:
+    """A complete, unstarted worker; its ingest stage runs in a child process unless
+    ``ingest_in_process`` (see :mod:`streams.ingest_process`)."""
     app = create_app(config)
     topics = declare_topics(app, config)
     metrics = WorkerMetrics()
@@ -107,7 +110,12 @@ def build_worker(config: Config, *, on_fatal: FatalHandler = exit_on_kafka_failu
     metrics.bind_state(lambda: cores.ready, lambda: len(cores))
     kpis = KpiCollector(cores.active_cores, Calendar(config.calendar), config)
     metrics.registry.register(WhenReady(kpis, lambda: cores.ready))
-    ingest = Ingest(app, config, metrics, on_fatal=on_fatal, beacon=app.beacon)
+    ingest: Ingest | IngestProcess
+    if ingest_in_process:
+        ingest = Ingest(config, metrics, on_fatal=on_fatal, on_crash=app.crash,
+                        beacon=app.beacon)
+    else:
+        ingest = IngestProcess(app, config, metrics, log_level=log_level, beacon=app.beacon)
     writer = LedgerWriter(config, table, beacon=app.beacon)
     # Dependencies added before the app starts are started first and stopped last.
     app.add_dependency(writer)

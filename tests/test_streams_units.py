@@ -19,6 +19,7 @@ from engine.report import build_report
 from engine.timestamps import now_micros
 from streams import ingest as ingest_module
 from streams.apply import size_groups
+from streams.ingest import Ingest
 from streams.ledger import (
     APPLIED,
     DUPLICATED,
@@ -27,10 +28,12 @@ from streams.ledger import (
     REPLAY,
     Shard,
     event_items,
+    event_row,
     invalid_item,
     ledger_key,
     ledger_partition,
 )
+from streams.metrics import WorkerMetrics
 from streams.tables import PartitionCores, restore_shard
 from streams.topics import partition_for_key
 from streams.worker import build_worker
@@ -72,6 +75,11 @@ def _sample_events(now: datetime) -> list[Event]:
 
 def _items(event: Event, partition: int, offset: int) -> list[list]:
     return [orjson.loads(data) for _, data in event_items(event, partition, offset)]
+
+
+def test_event_rows_are_the_engines_rows() -> None:
+    for event in _sample_events(datetime.now(timezone.utc)):
+        assert event_row(event) == event_to_row(event)
 
 
 def test_a_won_close_becomes_a_deal_item_and_a_customer_item_with_its_source() -> None:
@@ -157,10 +165,10 @@ def test_a_shard_restored_from_its_ledger_equals_the_live_one() -> None:
 
 
 def test_judge_dead_letters_clock_violations_and_never_raises(tmp_path, monkeypatch) -> None:
-    worker = build_worker(_config(tmp_path))
+    ingest = Ingest(_config(tmp_path), WorkerMetrics())
     now = datetime.now(timezone.utc)
     lead = {"event_id": "x", "type": "lead.created", "lead_id": "L"}
-    judge = worker.ingest.judge
+    judge = ingest.judge
     now_us = now_micros()
     valid = judge(orjson.dumps({**lead, "occurred_at": now.isoformat()}), now_us)
     assert isinstance(valid, list) and valid[0][0] == "L|L"
@@ -176,7 +184,7 @@ def test_judge_dead_letters_clock_violations_and_never_raises(tmp_path, monkeypa
     def broken(*args, **kwargs):
         raise RuntimeError("decoder bug")
 
-    monkeypatch.setattr(worker.ingest, "decoder", broken)
+    monkeypatch.setattr(ingest, "decoder", broken)
     crashed = judge(b"{}", now_us)
     assert isinstance(crashed, Rejection) and "decoder bug" in crashed.detail
 
@@ -188,7 +196,7 @@ def _record(partition: int, offset: int, value: bytes | None) -> SimpleNamespace
 
 def test_a_batch_keeps_each_input_partitions_order_and_cuts_oversized_bundles(
         tmp_path, monkeypatch) -> None:
-    worker = build_worker(_config(tmp_path))
+    ingest = Ingest(_config(tmp_path), WorkerMetrics())
     now = datetime.now(timezone.utc)
     monkeypatch.setattr(ingest_module, "BUNDLE_MAX_BYTES", 2000)
     batch = {}
@@ -200,7 +208,7 @@ def test_a_batch_keeps_each_input_partitions_order_and_cuts_oversized_bundles(
                 "team_id": "t", "rep_id": "r1", "activity_type": "call"}))
             for offset in range(40)]
     batch[TopicPartition("in", 1)].append(_record(1, 40, b"not json"))
-    parts = worker.ingest.plan(batch, now_micros())
+    parts = ingest.plan(batch, now_micros())
     assert len(parts) > 1
     assert all(len(b"[" + b",".join(items) + b"]") <= 2000 + 1
                for part in parts for items in part.bundles.values())

@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     HeapKeeper.configure()
-    worker = build_worker(config)
+    worker = build_worker(config, log_level=args.log_level.upper())
     worker.prepare_local_state()
     faust_worker = faust.Worker(worker.app, loglevel=args.log_level, quiet=True, loop=loop,
                                 redirect_stdouts=False)
