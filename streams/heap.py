@@ -10,10 +10,10 @@ short-lived in comparison.
 So (as :mod:`engine.replay` does for a file, but for a process that never stops loading):
 
 - the young generations are collected ~300 times less often (:data:`GEN0_THRESHOLD`);
-- the state is moved out of the collector's sight with :func:`gc.freeze` once it has grown by
-  :data:`FREEZE_EVERY` ledger entries' worth, and after each partition rebuild. The young generations
-  are collected first, so only garbage cycles that were already old at that moment are frozen
-  with the state: a handful of objects per freeze, and freezes are rare.
+- the state is moved out of the collector's sight with :func:`gc.freeze` every
+  :data:`FREEZE_EVERY` ledger entries applied, and after each partition rebuild. The young
+  generations are collected first, so only garbage cycles that were already old at that moment
+  are frozen with the state: a handful of objects per freeze, and freezes are rare.
 """
 
 from __future__ import annotations

@@ -227,7 +227,7 @@ class LedgerTable(faust.Table):
         cores.ready = True
 
     def rebuild_partition_now(self, partition: int) -> Shard:
-        """Synchronous rebuild, for a bundle of a partition that has no shard (should not happen)."""
+        """Synchronous rebuild, for a bundle of a partition without a shard (should not happen)."""
         log.warning("partition %d has no KPI state yet; rebuilding it synchronously", partition)
         shard = self.cores.new_shard()
         restore_shard(shard, self.stored_items(partition))

@@ -1,8 +1,9 @@
 """Wiring of the live worker: app, topics, ledger table, ingest service, apply agent and views.
 
 The path of a message: input topic → :class:`streams.ingest.Ingest` (own consumer group
-``<app_id>-ingest``, in a child process: :mod:`streams.ingest_process`) → ``<app_id>-bundles`` → the ``apply`` agent (Faust group ``<app_id>``) →
-the partition's :class:`streams.ledger.Shard` and a record in the ``ledger`` table
+``<app_id>-ingest``, in a child process: :mod:`streams.ingest_process`) →
+``<app_id>-bundles`` → the ``apply`` agent (Faust group ``<app_id>``) → the partition's
+:class:`streams.ledger.Shard` and a record in the ``ledger`` table
 (``<app_id>-ledger-changelog``). The ingest service and the ledger writer are dependencies of
 the Faust app, so they start and stop with it.
 
