@@ -30,6 +30,14 @@ evidence for recognising replays, and the durable ``duplicate`` and ``invalid`` 
 there is no moment in which one exists without the others. A :class:`Shard` is a pure function
 of its partition's ledger records (:meth:`Shard.restore`).
 
+Why a ledger of rounds and not one record per entity (the first worker's layout): a record per
+route key has to be read, extended and rewritten whenever the key gets an item — a store read,
+a store write and a changelog message per modified key — and it rewrites values that only grow
+(a busy rep's activity record for a day gains every activity: quadratic bytes, and past the
+broker's 1 MiB message limit in the end). A ledger record is written once and never again. What
+replay detection needs, the highest source offset per route key and input partition, is kept in
+memory (``Shard.sources``, ~130 bytes per route key) and rebuilt with the rest.
+
 Nothing here does I/O; :mod:`streams.apply` and :mod:`streams.ingest` move the bytes.
 """
 
