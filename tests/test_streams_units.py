@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -285,3 +286,43 @@ def test_a_stop_with_unacknowledged_table_writes_is_not_clean(tmp_path) -> None:
     worker = build_worker(_config(tmp_path, store="rocksdb://"))
     worker.table.unconfirmed_batches = 1
     assert not worker.mark_clean_stop()
+
+
+def test_the_ingest_process_counters_reach_the_worker_metrics() -> None:
+    import multiprocessing
+
+    from streams.ingest_process import IngestProcess, PipeMetrics
+
+    metrics = WorkerMetrics()
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    relay = IngestProcess(None, Config(), metrics)
+    relay._conn = receiver
+    child = PipeMetrics(sender)
+    child.count_ingest(5, Counter({"malformed_json": 2}))
+    child.count_dead_letters(2)
+    child.count_ingest(3, Counter())
+    child.count_dead_letters(0)
+
+    async def receive() -> None:
+        relay._receive()
+
+    asyncio.run(receive())
+    assert metrics.totals == Counter({"read": 8, "invalid": 2})
+    assert metrics.dead_letter_sent._value.get() == 2
+
+
+def test_an_ingest_process_that_stopped_on_a_kafka_failure_stops_the_worker_alike(
+        monkeypatch) -> None:
+    from streams import ingest_process
+
+    class Exited(Exception):
+        pass
+
+    def exit_now(exc: BaseException):
+        raise Exited(exc)
+
+    monkeypatch.setattr(ingest_process, "exit_on_kafka_failure", exit_now)
+    relay = ingest_process.IngestProcess(None, Config(), WorkerMetrics())
+    relay.process = SimpleNamespace(exitcode=ingest_process.EXIT_KAFKA_FAILURE)
+    with pytest.raises(Exited):
+        asyncio.run(relay._watch())
