@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import resource
 import subprocess
 import sys
 import tempfile
@@ -106,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<26}{seconds:>10.3f}{rate:>14,.0f}{seconds / ceiling:>12.2f}")
     print(f"\nceiling (read + orjson.loads): {n / ceiling:,.0f} events/s; "
           f"report end to end: {n / best['report end to end']:,.0f} events/s")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak resident memory of this process (the lines, the events and one core): "
+          f"{peak:,.0f} MiB")
     return 0
 
 
