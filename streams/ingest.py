@@ -68,6 +68,8 @@ crc32 = zlib.crc32
 BATCH_RECORDS = 5000
 #: Longest wait in ``getmany`` when nothing is buffered (it returns as soon as data arrives).
 POLL_TIMEOUT_MS = 200
+#: How often the consumer lag gauge is refreshed.
+LAG_INTERVAL_SECONDS = 1.0
 #: A bundle larger than this is cut (the broker's default message limit is 1 MiB).
 BUNDLE_MAX_BYTES = 512 * 1024
 COMMIT_INTERVAL_SECONDS = 1.0
@@ -120,6 +122,7 @@ class Ingest(Service):
         self._pending: _Send | None = None  # sent, acknowledgement not awaited yet
         self._committable: dict[TopicPartition, int] = {}
         self._last_commit = 0.0
+        self._last_lag = 0.0
         self._stopping = False
         self._loop_task: asyncio.Task | None = None
 
@@ -274,6 +277,8 @@ class Ingest(Service):
                 await self.forward(batch)  # an empty batch settles the last one
                 if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_SECONDS:
                     await self._commit(consumer.assignment())
+                if time.monotonic() - self._last_lag >= LAG_INTERVAL_SECONDS:
+                    await self._report_lag(consumer)
             async with self._lock:
                 await self._settle()
             await self._commit(consumer.assignment())
@@ -283,6 +288,22 @@ class Ingest(Service):
             log.exception("the ingest stage failed")
             if self.on_crash is not None:
                 await self.on_crash(exc)
+
+    async def _report_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Messages behind the end of each assigned input partition (for the lag alert).
+
+        Only partitions with a known high watermark (after a first fetch) are reported, so
+        this never waits on the broker for a position.
+        """
+        self._last_lag = time.monotonic()
+        lag: dict[tuple[str, int], int] = {}
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is None:
+                continue
+            position = await consumer.position(tp)
+            lag[(tp.topic, tp.partition)] = max(0, high - position)
+        self.metrics.set_lag(lag)
 
     async def _commit(self, partitions: set[TopicPartition]) -> None:
         self._last_commit = time.monotonic()

@@ -75,7 +75,11 @@ class IngestProcess(Service):
     def _receive(self) -> None:
         try:
             while self._conn.poll():
-                consumed, invalid, dead_letters = self._conn.recv()
+                message = self._conn.recv()
+                if message[0] == "lag":
+                    self.metrics.set_lag(message[1])
+                    continue
+                consumed, invalid, dead_letters = message
                 self.metrics.count_ingest(consumed, Counter(invalid))
                 self.metrics.count_dead_letters(dead_letters)
         except (EOFError, OSError):
@@ -128,6 +132,9 @@ class PipeMetrics:
         consumed, invalid = self.pending or (0, Counter())
         self.pending = None
         self.conn.send((consumed, dict(invalid), n))
+
+    def set_lag(self, lag: dict[tuple[str, int], int]) -> None:
+        self.conn.send(("lag", lag))
 
 
 def child_main(config: Config, conn: Any, parent_pid: int, log_level: int) -> None:

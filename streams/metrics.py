@@ -29,7 +29,7 @@ from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from engine.event import EVENT_TYPES, REASON_CODES
@@ -69,6 +69,8 @@ class WorkerMetrics:
             for outcome in OUTCOMES:
                 self.events.labels(event_type, outcome)
         self.totals: Tally[str] = Tally()
+        self.lag: dict[tuple[str, int], int] = {}
+        self.registry.register(_LagCollector(self))
 
     def bind_state(self, ready: Callable[[], bool], partitions: Callable[[], int]) -> None:
         """Gauges read from live state at scrape time (never copied, so never stale)."""
@@ -84,6 +86,10 @@ class WorkerMetrics:
         for reason, n in invalid_by_reason.items():
             self.invalid.labels(reason).inc(n)
             self.totals["invalid"] += n
+
+    def set_lag(self, lag: dict[tuple[str, int], int]) -> None:
+        """The ingest stage's latest lag per assigned input partition (replaces the last)."""
+        self.lag = dict(lag)
 
     def count_dead_letters(self, n: int) -> None:
         self.dead_letter_sent.inc(n)
@@ -119,3 +125,26 @@ class WhenReady(Collector):
     def collect(self) -> Iterator[Metric]:
         if self.ready():
             yield from self.inner.collect()
+
+
+class _LagCollector(Collector):
+    """``kpi_consumer_lag_messages{topic, partition}`` from the ingest stage's last reading.
+
+    Only partitions the ingest consumer holds now are reported: a revoked partition's series
+    disappears here and appears on the worker that took it over.
+    """
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self.metrics = metrics
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "kpi_consumer_lag_messages",
+            "Messages between the ingest consumer's position and the end of each assigned "
+            "input partition.", labels=["topic", "partition"])
+        for (topic, partition), lag in sorted(self.metrics.lag.items()):
+            family.add_metric([topic, str(partition)], lag)
+        yield family

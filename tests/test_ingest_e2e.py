@@ -323,6 +323,11 @@ max_event_bytes = {MAX_EVENT_BYTES}
 
 # -- the tests -----------------------------------------------------------------------------------
 
+def _lags(samples: dict, topic: str) -> list[float]:
+    return [value for (name, labels), value in sorted(samples.items())
+            if name == "kpi_consumer_lag_messages" and ("topic", topic) in labels]
+
+
 def test_every_message_is_counted_duplicate_or_dead_lettered_and_dedup_survives_restart(
         worker_setup: dict) -> None:
     s = worker_setup
@@ -362,6 +367,9 @@ def test_every_message_is_counted_duplicate_or_dead_lettered_and_dedup_survives_
         assert total(samples, "kpi_events_total", type=event_type, outcome="counted") == n
     # The KPI gauges are exported from the same state (every event is within fiscal year 0 or 1).
     assert samples[("kpi_worker_ready", ())] == 1
+    # Consumer lag is exported per input partition and is 0 once everything is read.
+    worker.wait_until(lambda: _lags(worker.metrics(), s["input"]) == [0.0] * PARTITIONS,
+                      "the consumer lag of every input partition to read 0")
     assert total(samples, "kpi_leads_created", scope="company", period="year") == \
         by_type["lead.created"]
 
