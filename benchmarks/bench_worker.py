@@ -1,7 +1,8 @@
 """Live worker throughput through real Kafka, beside two references, and its latency.
 
-    python benchmarks/bench_worker.py [--events N] [--partitions N] [--naive-events N]
-                                      [--rate R] [--latency-seconds S] [--bootstrap HOST:PORT]
+    python benchmarks/bench_worker.py [--events N] [--days N] [--partitions N]
+                                      [--naive-events N] [--rate R] [--latency-seconds S]
+                                      [--bootstrap HOST:PORT]
 
 One run, one broker, one input topic holding the same messages for all three (generated
 history: 300 days, 60 reps, 2 % redeliveries, 1 % invalid messages, produced with the
@@ -18,6 +19,10 @@ project's producer, so keyed by entity):
 
 Each is reported as messages/s of wall-clock time and per CPU-second of its own process, with
 the broker's CPU time beside it (all on this machine), and the worker's ratios to the others.
+
+With all the messages applied, the worker's resident memory (and its ingest child's) and the
+time of one ``/metrics`` scrape and one ``/api/kpis`` report are printed: with ``--days 730
+--events 1000000`` that is two years of state for 60 reps.
 
 Then latency: a fresh worker, events produced at ``--rate`` per second, each stamped with the
 wall clock as it is sent (``engine.generator.live_lines``), and ``GET /api/events`` polled
@@ -79,11 +84,11 @@ def self_cpu() -> float:
 
 # -- the input -------------------------------------------------------------------------------------
 
-def generated_lines(events: int) -> list[bytes]:
+def generated_lines(events: int, days: int = 300) -> list[bytes]:
     from engine.generator import GeneratorSettings, history_lines, scale_for_events
 
     end = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=5)
-    start = end - timedelta(days=300)
+    start = end - timedelta(days=days)
     base = GeneratorSettings(seed=7, duplicates=0.02, invalid=0.01)
     settings = GeneratorSettings(seed=7, duplicates=0.02, invalid=0.01,
                                  scale=scale_for_events(base, start, end, events))
@@ -255,14 +260,42 @@ def bench_worker(bootstrap: str, topic: str, partitions: int, total: int,
                          cpu_seconds(broker_pid) if broker_pid else 0.0)
             if events["read"] >= total:
                 t0, n0, cpu0, broker0 = first
-                return {"messages": events["read"] - n0, "seconds": now - t0,
-                        "cpu": tree_cpu_seconds(worker.process.pid) - cpu0,
-                        "broker_cpu": (cpu_seconds(broker_pid) - broker0) if broker_pid
-                        else None, "events": events}
+                result = {"messages": events["read"] - n0, "seconds": now - t0,
+                          "cpu": tree_cpu_seconds(worker.process.pid) - cpu0,
+                          "broker_cpu": (cpu_seconds(broker_pid) - broker0) if broker_pid
+                          else None, "events": events}
+                result.update(serving_costs(worker))
+                return result
             time.sleep(POLL_SECONDS)
         raise SystemExit("the worker did not finish in time")
     finally:
         worker.stop()
+
+
+def serving_costs(worker: "Worker") -> dict:
+    """With all the state loaded: resident memory of the worker (and its ingest child), and
+    the wall time of one ``/metrics`` scrape and one ``/api/kpis`` report (best of 3)."""
+    def rss_mib(pid: int) -> float:
+        with open(f"/proc/{pid}/status") as fh:
+            kb = next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
+        return kb / 1024
+
+    def timed(path: str) -> float:
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}{path}",
+                                        timeout=120) as response:
+                response.read()
+            best = min(best, time.perf_counter() - started)
+        return best
+
+    pid = worker.process.pid
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True,
+                              check=False).stdout.split()
+    return {"rss_worker_mib": rss_mib(pid),
+            "rss_children_mib": sum(rss_mib(int(c)) for c in children),
+            "metrics_seconds": timed("/metrics"), "api_kpis_seconds": timed("/api/kpis")}
 
 
 # -- latency ---------------------------------------------------------------------------------
@@ -373,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     naive.add_argument("--count", type=int, required=True)
     parser.add_argument("--events", type=int, default=600_000,
                         help="generated events (about; plus 3 %% noise)")
+    parser.add_argument("--days", type=int, default=300,
+                        help="days of generated history (730 for two years of state)")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--naive-events", type=int, default=40_000)
     parser.add_argument("--rate", type=float, default=1000.0, help="latency run: events/s")
@@ -402,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None,
         workdir: Path) -> int:
     print(f"machine: {os.cpu_count()} CPUs; broker {bootstrap}; partitions {args.partitions}")
-    lines = generated_lines(args.events)
+    lines = generated_lines(args.events, args.days)
     topic = f"bench-in-{uuid.uuid4().hex[:8]}"
     produce(lines, topic, bootstrap, args.partitions)
     total = len(lines)
@@ -425,6 +460,10 @@ def run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None,
     print(f"worker / naive: {rate(worker) / rate(naive):.1f} (wall), "
           f"{per_cpu(worker) / per_cpu(naive):.1f} (per CPU-s)")
     print(f"worker events block: {worker['events']}")
+    print(f"worker with all that state: resident memory {worker['rss_worker_mib']:.0f} MiB "
+          f"(+ ingest child {worker['rss_children_mib']:.0f} MiB); /metrics "
+          f"{worker['metrics_seconds'] * 1000:.0f} ms, /api/kpis "
+          f"{worker['api_kpis_seconds'] * 1000:.0f} ms (best of 3)")
 
     if args.latency_seconds > 0:
         latency = bench_latency(bootstrap, args.partitions, args.rate, args.latency_seconds,
