@@ -146,20 +146,25 @@ class View:
 
     def event_counts(self) -> tuple[int, int]:
         """``(counted, not_visible)``: distinct valid events before / at-or-after ``as_of``."""
-        as_of = self.as_of
-        as_of_day = self.calendar.local_day(as_of)
-        counted = not_visible = 0
-        for core in self.cores:
-            for day, stamps in core.event_ts.items():
-                if day < as_of_day:
-                    counted += len(stamps)
-                elif day > as_of_day:
-                    not_visible += len(stamps)
-                else:
-                    before = sum(1 for ts in stamps if ts < as_of)
-                    counted += before
-                    not_visible += len(stamps) - before
-        return counted, not_visible
+        return event_counts(self.cores, self.calendar, self.as_of)
+
+
+def event_counts(cores: list[Core], calendar: Calendar, as_of: int) -> tuple[int, int]:
+    """``(counted, not_visible)`` over ``cores`` without building a :class:`View` (whose
+    per-deal pass a cheap poll such as ``/api/events`` does not need)."""
+    as_of_day = calendar.local_day(as_of)
+    counted = not_visible = 0
+    for core in cores:
+        for day, stamps in core.event_ts.items():
+            if day < as_of_day:
+                counted += len(stamps)
+            elif day > as_of_day:
+                not_visible += len(stamps)
+            else:
+                before = sum(1 for ts in stamps if ts < as_of)
+                counted += before
+                not_visible += len(stamps) - before
+    return counted, not_visible
 
 
 def _sum_days(core: Core, first: int, end: int, total: Aggregate) -> None:

@@ -22,9 +22,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from engine.calendar import Calendar
 from engine.config import Config
-from engine.core import Core
 from engine.report import build_report
 from engine.timestamps import now_micros, parse_instant
+from engine.view import event_counts
 from streams.metrics import WorkerMetrics
 from streams.tables import PartitionCores
 from streams.wallboard import register_wallboard
@@ -90,21 +90,3 @@ def register_views(app: faust.App, config: Config, cores: PartitionCores,
         return view.bytes(orjson.dumps(body), content_type=JSON)
 
     register_wallboard(app, config, cores, metrics)
-
-
-def event_counts(cores: list[Core], calendar: Calendar, as_of: int) -> tuple[int, int]:
-    """``(counted, not_visible)`` as :meth:`engine.view.View.event_counts` gives them, without
-    the per-deal pass a ``View`` makes up front (so polling stays cheap)."""
-    as_of_day = calendar.local_day(as_of)
-    counted = not_visible = 0
-    for core in cores:
-        for day, stamps in core.event_ts.items():
-            if day < as_of_day:
-                counted += len(stamps)
-            elif day > as_of_day:
-                not_visible += len(stamps)
-            else:
-                before = sum(1 for ts in stamps if ts < as_of)
-                counted += before
-                not_visible += len(stamps) - before
-    return counted, not_visible
