@@ -71,6 +71,18 @@ class LedgerWriter(Service):
             self.table.store_acknowledged(partition, key, value, metadata.offset)
 
 
+    async def write_partition(self, partition: int,
+                              records: list[tuple[bytes, bytes | None]]) -> None:
+        """Send records (``None`` values: tombstones) to one partition; return once all are
+        acknowledged and stored. The retention pass's path (:mod:`streams.retention`)."""
+        topic = self.table.changelog_topic_name
+        sent = [(key, value, await self.producer.send(topic, value, key=key, partition=partition))
+                for key, value in records]
+        acknowledged = await asyncio.gather(*(future for *_, future in sent))
+        for (key, value, _), metadata in zip(sent, acknowledged):
+            self.table.store_acknowledged(partition, key, value, metadata.offset)
+
+
 class Apply:
     """Applies rounds of bundles to the partition shards and writes their ledger records."""
 

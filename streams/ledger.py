@@ -38,6 +38,36 @@ broker's 1 MiB message limit in the end). A ledger record is written once and ne
 replay detection needs, the highest source offset per route key and input partition, is kept in
 memory (``Shard.sources``, ~130 bytes per route key) and rebuilt with the rest.
 
+Retention (SPEC §1.3 ``[limits] retention_days``) bounds the ledger as it bounds the core.
+Every so often (:mod:`streams.retention`) a partition's shard forgets what lies before the
+horizon, ``now − retention_days`` (:meth:`Shard.evict`, :func:`engine.retention.evict`), and
+its ledger is *compacted* (:func:`compact`): the entries of its live records are rewritten,
+without those of forgotten route keys, into a new record, and the records it replaces are
+deleted. Events before the horizon are rejected ``too_late`` at ingest, so an input message of a
+forgotten key that comes back is dead-lettered, never counted again. Decisions:
+
+- ``invalid`` and ``duplicate`` markers carry no event time, so none can be judged old; they
+  are all folded into one ``summary`` entry (``payload`` ``{"duplicate": n, "invalid":
+  {reason: n}, "team_first": {...}, "rep_first": {...}}``; route key ``""``, source ``-1,
+  -1``), so both totals are kept forever in a few bytes. The summary also carries the core's
+  roster (first instant per team and rep, which eviction keeps: reports list every team and
+  rep ever seen), since the entries that built it may be gone. What a marker also carried,
+  its source offset, is kept for route keys that are still known, as one ``source`` entry per
+  key and input partition (``payload`` ``None``): the highest offset taken, so replays of
+  those messages are still recognised.
+- an entry is dropped when its route key is no longer in ``Shard.sources`` once evicted: the
+  entities :func:`engine.retention.evict` dropped, expired ``A|``/``S|`` day keys
+  (:func:`engine.retention.bucket_key_expired`). Entries of keys still known are kept whole,
+  old facts included (a customer still subscribed needs its old start), so a restore may bring
+  back a few old day buckets of such entities; no report can see them (engine.retention).
+- the new record is keyed ``p|<upto>|r<horizon>|<part>|<parts>`` (:func:`compacted_key`),
+  ``upto`` being the highest offset among the keys it replaces; it is written in parts of at
+  most ``max_bytes`` (the broker's message limit), all parts before any deletion. Which records
+  a restore reads is :func:`live_keys`: the newest *complete* compaction and the plain records
+  after its ``upto``. A crash half-way leaves either an incomplete compaction (ignored: the old
+  records are all still there) or old records not yet deleted (ignored: superseded, and deleted
+  by the next pass); never both counted.
+
 Nothing here does I/O; :mod:`streams.apply` and :mod:`streams.ingest` move the bytes.
 """
 
@@ -51,12 +81,15 @@ import orjson
 
 from engine.core import Core
 from engine.event import Event
+from engine.retention import bucket_key_expired, evict
 from engine.routing import ASPECT_PRIMARY, routes
 
 log = logging.getLogger(__name__)
 
 INVALID = "invalid"
 DUPLICATE = "duplicate"
+SOURCE = "source"  # compacted ledger only: the highest offset taken for a key and partition
+SUMMARY = "summary"  # compacted ledger only: folded markers and the team and rep roster
 
 # Outcomes of Shard.take
 REPLAY, APPLIED, DUPLICATED, INVALIDATED, IGNORED = range(5)
@@ -106,6 +139,99 @@ def ledger_key(partition: int, last_bundle_offset: int) -> bytes:
     bundle was taken by the rounds before it, so a later record always has a higher offset.
     """
     return b"%d|%020d" % (partition, last_bundle_offset)
+
+
+def compacted_key(partition: int, upto: int, horizon: int, part: int, parts: int) -> bytes:
+    """The key of part ``part`` of ``parts`` of a compacted record (see the module docstring)."""
+    return b"%d|%020d|r%020d|%d|%d" % (partition, upto, horizon, part, parts)
+
+
+def live_keys(keys: Iterable[bytes]) -> set[bytes]:
+    """The ledger keys a restore reads: the newest complete compaction and the records after it."""
+    plain: dict[bytes, int] = {}
+    compactions: dict[tuple[int, int, int], list[bytes]] = {}
+    for key in keys:
+        fields = key.split(b"|")
+        if len(fields) == 2:
+            plain[key] = int(fields[1])
+        else:
+            compactions.setdefault((int(fields[1]), int(fields[2][1:]), int(fields[4])),
+                                   []).append(key)
+    complete = [group for group, parts in compactions.items() if len(parts) == group[2]]
+    if not complete:
+        return set(plain)
+    newest = max(complete)
+    return {key for key, offset in plain.items() if offset > newest[0]} | set(compactions[newest])
+
+
+def key_offset(key: bytes) -> int:
+    """The bundle offset a ledger key (plain or compacted) covers up to."""
+    return int(key.split(b"|", 2)[1])
+
+
+def compact(shard: Shard, records: list[tuple[bytes, bytes]], partition: int, horizon: int,
+            max_bytes: int) -> tuple[list[tuple[bytes, bytes]], list[bytes]] | None:
+    """The compacted record parts replacing ``records`` (a partition's stored records), and the
+    keys to delete; ``None`` when there is nothing to forget or fold.
+
+    Call after :meth:`Shard.evict`: an entry is kept when its route key is still in
+    ``shard.sources``. Only :func:`live_keys` records are read (others are superseded).
+    """
+    live = live_keys(key for key, _ in records)
+    sources = shard.sources
+    kept: list[bytes] = []
+    marked: set[str] = set()
+    duplicates = changed = 0
+    invalid: Counter[str] = Counter()
+    for key, value in records:
+        if key not in live:
+            changed += 1
+            continue
+        for entry in orjson.loads(value):
+            route_key, kind, payload = entry[0], entry[1], entry[2]
+            if kind == SUMMARY:
+                duplicates += payload["duplicate"]
+                invalid.update(payload["invalid"])
+                continue
+            if kind in (DUPLICATE, INVALID, SOURCE):
+                if kind == DUPLICATE:
+                    duplicates += 1
+                    changed += 1
+                elif kind == INVALID:
+                    invalid[payload] += 1
+                    changed += 1
+                if route_key in sources:
+                    marked.add(route_key)
+            elif route_key in sources:
+                kept.append(_dumps(entry))
+            else:
+                changed += 1
+    if not changed:
+        return None
+    for route_key in sorted(marked):
+        last = sources[route_key]
+        pairs = ([(last & _PARTITION_MASK, last >> _PARTITION_BITS)] if type(last) is int
+                 else sorted(last.items()))
+        kept.extend(_dumps([route_key, SOURCE, None, p, offset]) for p, offset in pairs)
+    core = shard.core
+    kept.append(_dumps(["", SUMMARY, {"duplicate": duplicates, "invalid": dict(invalid),
+                                      "team_first": core.team_first,
+                                      "rep_first": core.rep_first}, -1, -1]))
+    groups: list[list[bytes]] = [[]]
+    size = 1  # a record is "[" + items joined by "," + "]"
+    for item in kept:
+        if size + len(item) + 1 > max_bytes and groups[-1]:
+            groups.append([])
+            size = 1
+        groups[-1].append(item)
+        size += len(item) + 1
+    upto = max(key_offset(key) for key, _ in records)
+    parts = [(compacted_key(partition, upto, horizon, i, len(groups)), encode_bundle(group))
+             for i, group in enumerate(groups)]
+    old = [key for key, _ in records]
+    if {key for key, _ in parts} & set(old):
+        return None  # the same compaction again (same horizon, nothing new)
+    return parts, old
 
 
 def ledger_partition(key: bytes) -> int:
@@ -207,18 +333,36 @@ class Shard:
                 log.exception("cannot apply bundle item %.300r", item)
         return replays, errors
 
+    def evict(self, horizon: int) -> None:
+        """Forget state before ``horizon`` (µs): the core's, and the sources of dropped keys."""
+        dropped = set(evict(self.core, horizon))
+        sources = self.sources
+        for key in [k for k in sources if k in dropped or bucket_key_expired(k, horizon)]:
+            del sources[key]
+
     def restore(self, entries: Iterable[list]) -> int:
         """Re-apply ledger entries (in any order); return how many there were."""
         advance = self.advance
         apply = self.core.apply
         count = 0
         for key, kind, payload, partition, offset in entries:
+            count += 1
+            if kind == SUMMARY:
+                self.duplicates += payload["duplicate"]
+                self.invalid.update(payload["invalid"])
+                for name in ("team_first", "rep_first"):
+                    first = getattr(self.core, name)
+                    for who, ts in payload[name].items():
+                        if who not in first or ts < first[who]:
+                            first[who] = ts
+                continue
             advance(key, partition, offset)
+            if kind == SOURCE:
+                continue
             if kind == DUPLICATE:
                 self.duplicates += 1
             elif kind == INVALID:
                 self.invalid[payload] += 1
             else:
                 apply(Event(*payload), kind)
-            count += 1
         return count

@@ -46,7 +46,7 @@ from faust.types import TP
 from engine.config import Config
 from engine.core import Core
 from streams.heap import HeapKeeper
-from streams.ledger import Shard, ledger_partition
+from streams.ledger import Shard, ledger_partition, live_keys
 
 log = logging.getLogger(__name__)
 
@@ -148,9 +148,10 @@ class LedgerTable(faust.Table):
 
     # -- the local store -----------------------------------------------------------------------
 
-    def store_acknowledged(self, partition: int, key: bytes, value: bytes,
+    def store_acknowledged(self, partition: int, key: bytes, value: bytes | None,
                            changelog_offset: int) -> None:
-        """Put a record Kafka acknowledged at ``changelog_offset`` into the local store."""
+        """Put a record Kafka acknowledged at ``changelog_offset`` into the local store
+        (``value`` ``None``: a tombstone, which deletes ``key``, as Faust's recovery does)."""
         store = self.data
         if hasattr(store, "_db_for_partition"):
             db = store._db_for_partition(partition)
@@ -160,11 +161,21 @@ class LedgerTable(faust.Table):
             else:  # pragma: no cover (python-rocksdb is not installed here)
                 import rocksdb
                 batch = rocksdb.WriteBatch()
-            batch.put(key, value)
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
             batch.put(store.offset_key, str(changelog_offset).encode())
             db.write(batch)
+        elif value is None:
+            store.data.pop(key, None)
         else:
             store.data[key] = value
+
+    def live_items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
+        """The stored records a restore reads (:func:`streams.ledger.live_keys`)."""
+        live = live_keys([key for key, _ in self.stored_items(partition)])
+        return ((key, value) for key, value in self.stored_items(partition) if key in live)
 
     def stored_items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
         """Every ``(key, value)`` stored for ``partition``, straight from the local store."""
@@ -210,7 +221,7 @@ class LedgerTable(faust.Table):
         for partition in sorted(active - set(cores.partitions())):
             shard = cores.new_shard()
             count = since_yield = 0
-            for record in self.stored_items(partition):
+            for record in self.live_items(partition):
                 entries = restore_shard(shard, iter((record,)))
                 count += entries
                 since_yield += entries
@@ -230,6 +241,6 @@ class LedgerTable(faust.Table):
         """Synchronous rebuild, for a bundle of a partition without a shard (should not happen)."""
         log.warning("partition %d has no KPI state yet; rebuilding it synchronously", partition)
         shard = self.cores.new_shard()
-        restore_shard(shard, self.stored_items(partition))
+        restore_shard(shard, self.live_items(partition))
         self.cores.install(partition, shard)
         return shard

@@ -4,8 +4,9 @@ The path of a message: input topic → :class:`streams.ingest.Ingest` (own consu
 ``<app_id>-ingest``, in a child process: :mod:`streams.ingest_process`) →
 ``<app_id>-bundles`` → the ``apply`` agent (Faust group ``<app_id>``) → the partition's
 :class:`streams.ledger.Shard` and a record in the ``ledger`` table
-(``<app_id>-ledger-changelog``). The ingest service and the ledger writer are dependencies of
-the Faust app, so they start and stop with it.
+(``<app_id>-ledger-changelog``); a timer runs the retention pass (:mod:`streams.retention`)
+over the shards and their ledger records. The ingest service and the ledger writer are
+dependencies of the Faust app, so they start and stop with it.
 
 Also the one rule about local table files (RocksDB under ``[worker] data_dir``): a worker that
 did not stop cleanly discards its local table files on the next start and recovers from the
@@ -35,6 +36,7 @@ from streams.ingest import Ingest
 from streams.ingest_process import IngestProcess
 from streams.kafka import FatalHandler, exit_on_kafka_failure
 from streams.metrics import WhenReady, WorkerMetrics
+from streams.retention import RETENTION_INTERVAL_SECONDS, Retention
 from streams.tables import LedgerTable, PartitionCores
 from streams.topics import LEDGER_TABLE, Topics, declare_topics
 from streams.views import register_views
@@ -57,6 +59,7 @@ class Worker:
     ingest: Ingest | IngestProcess
     writer: LedgerWriter
     apply: Apply
+    retention: Retention
 
     @property
     def state_dir(self) -> Path:
@@ -123,5 +126,11 @@ def build_worker(config: Config, *, on_fatal: FatalHandler = exit_on_kafka_failu
     app.add_dependency(ingest)
     apply = Apply(app, table, writer, metrics, on_fatal=on_fatal)
     register_agents(app, topics, apply)
+    retention = Retention(config.limits.retention_days, cores, table, writer)
+
+    @app.timer(RETENTION_INTERVAL_SECONDS, on_leader=False, name="retention")
+    async def retention_pass() -> None:
+        await retention.run()
+
     register_views(app, config, cores, metrics)
-    return Worker(config, app, topics, table, cores, metrics, ingest, writer, apply)
+    return Worker(config, app, topics, table, cores, metrics, ingest, writer, apply, retention)
