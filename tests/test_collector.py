@@ -5,12 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import socket
-import subprocess
 import time
-import urllib.parse
-import urllib.request
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +24,7 @@ from engine.core import Core
 from engine.event import MICRO, Event
 from engine.routing import routes
 from engine.timestamps import parse_instant
+from prometheus_server import Prometheus
 
 HERE = Path(__file__).parent
 EXAMPLE = HERE / "golden" / "small"
@@ -310,75 +306,6 @@ def test_any_partitioning_adds_up_at_any_instant(example, n, salt, hours_back):
 
 # -- (c) a real Prometheus evaluates the recording rules ---------------------------------------
 
-PROMETHEUS = shutil.which("prometheus")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return json.loads(response.read())
-
-
-class PrometheusServer:
-    """The Debian ``prometheus`` binary on a free loopback port, scraping ``targets`` and
-    evaluating ``rule_file`` every second; stopped by :meth:`stop`.
-
-    Scrapes run every 3 s with a 3 s timeout: a Python exporter on a busy CI machine can take
-    over a second, and a failed scrape would make the workers' series stale.
-    """
-
-    def __init__(self, workdir: Path, targets: list[str], rule_file: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = workdir / "prometheus.yml"
-        config.write_text(json.dumps({  # JSON is YAML
-            "global": {"scrape_interval": "3s", "scrape_timeout": "3s",
-                       "evaluation_interval": "1s"},
-            "rule_files": [str(rule_file)],
-            "scrape_configs": [{"job_name": "kpi-engine",
-                                "static_configs": [{"targets": targets}]}],
-        }))
-        self.log = (workdir / "prometheus.log").open("wb")
-        self.process = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdout=self.log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {self.process.returncode}")
-            try:
-                with urllib.request.urlopen(self.url + "/-/ready", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError("prometheus did not become ready")
-
-    def query(self, promql: str) -> list[dict]:
-        body = _get(self.url + "/api/v1/query?" + urllib.parse.urlencode({"query": promql}))
-        assert body["status"] == "success", body
-        return body["data"]["result"]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self.log.close()
-
-
 @pytest.fixture
 def exporters(example) -> Iterator[list[str]]:
     """Two HTTP exporters on free loopback ports, each a worker holding half the partitions,
@@ -402,15 +329,11 @@ def exporters(example) -> Iterator[list[str]]:
 
 
 @pytest.fixture
-def prometheus(tmp_path: Path, exporters: list[str]) -> Iterator[PrometheusServer]:
-    if PROMETHEUS is None:
-        pytest.skip("the prometheus binary is not installed (apt-get install prometheus)")
-    server = PrometheusServer(tmp_path, exporters, RULES)
-    try:
-        server.wait_ready()
+def prometheus(tmp_path: Path, exporters: list[str]) -> Iterator[Prometheus]:
+    """Prometheus scraping both workers every 3 s: a Python exporter on a busy CI machine can
+    take over a second, and a failed scrape would make the workers' series stale."""
+    with Prometheus(tmp_path, exporters, [RULES], scrape_interval="3s") as server:
         yield server
-    finally:
-        server.stop()
 
 
 # Every numeric KPI of the report; activities_by_type is compared per activity type.
@@ -442,7 +365,7 @@ def _key(metric: dict) -> Key:
             metric.get("rep", ""))
 
 
-def _compare(server: PrometheusServer, report: dict) -> tuple[list[str], int]:
+def _compare(server: Prometheus, report: dict) -> tuple[list[str], int]:
     """Every recorded KPI against the report: non-null values within 1e-6, nulls absent.
 
     Returns the differences and how many values were compared.

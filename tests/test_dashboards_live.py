@@ -20,13 +20,9 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -36,13 +32,13 @@ from typing import Any
 import pytest
 
 from engine.kafka_local import free_port
+from prometheus_server import Prometheus, require_binary
 from test_grafana_dashboards import SUBSTITUTIONS, load, panel_exprs, variables
 from test_wallboard_browser import Worker, sent_count
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 RULE_FILES = sorted((ROOT / "prometheus" / "rules").glob("*.yml"))
 DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
 WAIT_SECONDS = 240.0
@@ -69,64 +65,21 @@ def local_zone_at_20h() -> str:
     return "UTC" if hours == 0 else f"Etc/GMT{-hours:+d}"  # Etc/GMT-5 is UTC+5
 
 
-class Prometheus:
-    """``prometheus`` scraping one worker every 2 s, evaluating the rules every second."""
-
-    def __init__(self, workdir: Path, target: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        rules = []
-        for path in RULE_FILES:
-            text = path.read_text()
-            if path.name == "kpi_recording.yml":
-                marker = re.search(r"^  - name: kpi_processing$", text, flags=re.M)
-                assert marker, "kpi_recording.yml: group kpi_processing not found"
-                text = (text[:marker.start()] + f"      - record: {AS_OF_RULE}\n"
-                        "        expr: max(kpi_as_of_timestamp_seconds)\n" + text[marker.start():])
-            copy = workdir / path.name
-            copy.write_text(text)
-            rules.append(str(copy))
-        config = workdir / "prometheus.yml"
-        config.write_text(json.dumps({  # JSON is YAML
-            "global": {"scrape_interval": "2s", "scrape_timeout": "2s",
-                       "evaluation_interval": "1s"},
-            "rule_files": rules,
-            "scrape_configs": [{"job_name": "kpi-engine",
-                                "static_configs": [{"targets": [target]}]}],
-        }))
-        self.log_path = workdir / "prometheus.log"
-        self.log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def api(self, path: str, **params: Any) -> dict:
-        url = f"{self.url}/api/v1/{path}?" + urllib.parse.urlencode(params, doseq=True)
-        try:
-            with urllib.request.urlopen(url, timeout=30) as response:
-                body = json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            body = json.loads(exc.read())
-        assert body["status"] == "success", (params, body)
-        return body["data"]
-
-    def query(self, promql: str, at: float | None = None) -> list[dict]:
-        params = {"query": promql} if at is None else {"query": promql, "time": f"{at:.3f}"}
-        return self.api("query", **params)["result"]
-
-    def label_values(self, selector: str, label: str) -> list[str]:
-        return sorted(self.api(f"label/{label}/values", **{"match[]": selector}))
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self.log.close()
+def rules_with_as_of(workdir: Path) -> list[Path]:
+    """Copies of the project's rule files in ``workdir``, with :data:`AS_OF_RULE` recorded in
+    the KPI group of ``kpi_recording.yml``."""
+    rules = []
+    for path in RULE_FILES:
+        text = path.read_text()
+        if path.name == "kpi_recording.yml":
+            marker = re.search(r"^  - name: kpi_processing$", text, flags=re.M)
+            assert marker, "kpi_recording.yml: group kpi_processing not found"
+            text = (text[:marker.start()] + f"      - record: {AS_OF_RULE}\n"
+                    "        expr: max(kpi_as_of_timestamp_seconds)\n" + text[marker.start():])
+        copy = workdir / path.name
+        copy.write_text(text)
+        rules.append(copy)
+    return rules
 
 
 def until(what: str, condition, timeout: float = WAIT_SECONDS, *procs) -> Any:
@@ -147,8 +100,7 @@ def until(what: str, condition, timeout: float = WAIT_SECONDS, *procs) -> Any:
 
 @pytest.fixture(scope="module")
 def stack(kafka_broker, tmp_path_factory) -> Iterator[dict]:
-    if not Path(PROMETHEUS).exists():
-        pytest.skip("the prometheus binary is not installed (apt-get install prometheus)")
+    require_binary()
     workdir = tmp_path_factory.mktemp("dashboards-live")
     token = uuid.uuid4().hex[:8]
     port = free_port()
@@ -218,7 +170,9 @@ web_port = {port}
               worker)
         events = worker.get_json("/api/kpis")["events"]
         assert events["invalid"] == 0 and events["duplicate"] == 0, events
-        prometheus = Prometheus(workdir, worker.base.removeprefix("http://"))
+        prometheus = Prometheus(workdir, [worker.base.removeprefix("http://")],
+                                rules_with_as_of(workdir), scrape_interval="2s",
+                                ready_timeout=WAIT_SECONDS)
         until("the kpi:* rules to have samples",
               lambda: prometheus.query("kpi:revenue_won") and prometheus.query(AS_OF_RULE)
               and prometheus.query("kpi:target_attainment"), WAIT_SECONDS, worker, prometheus)

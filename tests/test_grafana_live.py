@@ -12,12 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import socket
-import subprocess
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,77 +24,19 @@ from engine.collector import KpiCollector
 from engine.config import load_config
 from engine.replay import replay_file
 from engine.timestamps import parse_instant
+import prometheus_server
+from prometheus_server import Prometheus
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "tests" / "golden" / "small"
 RULES = ROOT / "prometheus" / "rules" / "kpi_recording.yml"
 DASHBOARDS_DIR = ROOT / "grafana" / "dashboards"
-PROMETHEUS = shutil.which("prometheus")
 REP = "rep-188"  # has month targets for revenue_won and win_rate in the example's config
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(PROMETHEUS is None, reason="the prometheus binary is not installed "
-                                                  "(apt-get install prometheus)"),
+    pytest.mark.skipif(prometheus_server.BINARY is None, reason=prometheus_server.NOT_INSTALLED),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Prometheus:
-    """The ``prometheus`` binary on a free loopback port, scraping one target.
-
-    Scrapes every 3 s with a 3 s timeout: computing the components can take over a second on
-    a busy machine, and a failed scrape marks every series of the target stale at once.
-    """
-
-    def __init__(self, workdir: Path, target: str) -> None:
-        self.url = f"http://127.0.0.1:{_free_port()}"
-        config = workdir / "prometheus.yml"
-        config.write_text(json.dumps({  # JSON is YAML
-            "global": {"scrape_interval": "3s", "scrape_timeout": "3s",
-                       "evaluation_interval": "1s"},
-            "rule_files": [str(RULES)],
-            "scrape_configs": [{"job_name": "kpi-engine",
-                                "static_configs": [{"targets": [target]}]}],
-        }))
-        self.log = (workdir / "prometheus.log").open("wb")
-        self.process = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
-             f"--web.listen-address={self.url.removeprefix('http://')}"],
-            stdout=self.log, stderr=subprocess.STDOUT)
-
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        url = self.url + "/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-        with urllib.request.urlopen(url, timeout=10) as response:
-            body = json.loads(response.read())
-        assert body["status"] == "success", body
-        return body["data"]["result"]
-
-    def wait_for(self, promql: str, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, "prometheus exited"
-            try:
-                if self.query(promql):
-                    return
-            except OSError:
-                pass
-            time.sleep(0.3)
-        raise TimeoutError(f"no result for {promql}")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self.log.close()
 
 
 @pytest.fixture(scope="module")
@@ -110,14 +47,16 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
     registry = CollectorRegistry()
     KpiCollector(lambda: [core], core.calendar, config, clock=lambda: as_of, registry=registry)
     server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
-    prom = Prometheus(tmp_path_factory.mktemp("prometheus"), f"127.0.0.1:{server.server_port}")
     try:
-        # The last rule of the group is evaluated: every kpi:* series of that evaluation exists.
-        prom.wait_for("kpi:target_attainment")
-        time.sleep(1.5)  # one more evaluation after a complete scrape
-        yield prom
+        # Scrapes every 3 s: computing the components can take over a second on a busy machine.
+        with Prometheus(tmp_path_factory.mktemp("prometheus"),
+                        [f"127.0.0.1:{server.server_port}"], [RULES],
+                        scrape_interval="3s") as prom:
+            # The group's last rule evaluated: every kpi:* series of that evaluation exists.
+            prom.wait_for("kpi:target_attainment")
+            time.sleep(1.5)  # one more evaluation after a complete scrape
+            yield prom
     finally:
-        prom.stop()
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)

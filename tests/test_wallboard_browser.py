@@ -37,12 +37,12 @@ import aiohttp
 import pytest
 
 from engine.kafka_local import free_port
+from prometheus_server import Prometheus, require_binary
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-PROMETHEUS = shutil.which("prometheus")
 RULES = ROOT / "prometheus" / "rules" / "kpi_recording.yml"
 SCREENSHOTS_ENV = "KPI_WALLBOARD_SCREENSHOTS"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -287,42 +287,6 @@ def sent_count(process: subprocess.Popen) -> int:
     output = process.communicate(timeout=WAIT_SECONDS)[0].decode()
     assert process.returncode == 0, output
     return int(re.search(r"sent (\d+) messages", output).group(1))
-
-
-class Prometheus:
-    """Debian's ``prometheus`` scraping the worker every second, with the recording rules."""
-
-    def __init__(self, workdir: Path, target: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = workdir / "prometheus.yml"
-        config.write_text(json.dumps({  # JSON is YAML
-            "global": {"scrape_interval": "1s", "scrape_timeout": "1s",
-                       "evaluation_interval": "1s"},
-            "rule_files": [str(RULES)],
-            "scrape_configs": [{"job_name": "kpi-engine",
-                                "static_configs": [{"targets": [target]}]}],
-        }))
-        self.log = open(workdir / "prometheus.log", "wb")
-        self.process = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def query(self, promql: str) -> list[dict]:
-        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return json.loads(response.read())["data"]["result"]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self.log.close()
 
 
 @pytest.fixture(scope="module")
@@ -570,13 +534,13 @@ def test_team_filter_and_rotation(stack: dict) -> None:
 
 
 def test_prometheus_mode_shows_the_numbers_summed_by_the_recording_rules(stack: dict) -> None:
-    if PROMETHEUS is None:
-        pytest.skip("the prometheus binary is not installed (apt-get install prometheus)")
+    require_binary()
     worker, browser = stack["worker"], stack["browser"]
     workdir = stack["workdir"] / "prometheus"
     workdir.mkdir()
-    prometheus = Prometheus(workdir, worker.base.removeprefix("http://"))
-    try:
+    # Scrapes every second, as often as the board refreshes here (refresh=1 below).
+    with Prometheus(workdir, [worker.base.removeprefix("http://")], [RULES],
+                    scrape_interval="1s", ready_timeout=WAIT_SECONDS) as prometheus:
         worker.until(lambda: prometheus.query("kpi:revenue_won")
                      and prometheus.query("kpi_activities_last_hour")
                      and prometheus.query("kpi_last_counted_timestamp_seconds"),
@@ -597,5 +561,3 @@ def test_prometheus_mode_shows_the_numbers_summed_by_the_recording_rules(stack: 
         page.wait_for("document.body.dataset.asOf", "the team's data from Prometheus")
         page_matches_api(page, worker, team="nordics")
         page.close()
-    finally:
-        prometheus.stop()
