@@ -7,7 +7,9 @@ realistic mix, and a plain ``orjson.loads`` loop over the same lines is the floo
 report can beat. Both run in this one process, on the same lines, best of ``--rounds``, timed
 in process CPU time so that other work on a shared machine disturbs them less. The stages are
 timed separately too (read lines, decode, apply to the core, build the report) so that a miss
-says where the time goes.
+says where the time goes. Then the command itself, ``kpi-engine report --events FILE``, runs as
+a child process (start-up, replay, report, JSON output; its CPU time), once with the compiled
+build (engine/native.py) if it is current and once interpreted (``KPI_ENGINE_PURE=1``).
 
 Default input: two years of generated history for 60 reps (about 1M events), made once with
 ``kpi-engine generate --seed 7 --from 2024-11-01 --to 2026-11-01 --events 1000000`` and cached
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import resource
 import subprocess
 import sys
@@ -27,6 +30,7 @@ from pathlib import Path
 
 import orjson
 
+from engine import native
 from engine.config import Config, load_config
 from engine.core import Core
 from engine.decode import decode
@@ -59,6 +63,18 @@ def cpu(fn):
         return time.process_time() - started, result
     finally:
         gc.enable()
+
+
+def command_cpu(path: Path, args: argparse.Namespace, env: dict[str, str]) -> float:
+    """CPU seconds of one ``kpi-engine report`` child process (user + system)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cmd = [sys.executable, "-m", "engine.cli", "report", "--events", str(path),
+           "--as-of", args.as_of, "--out", os.devnull]
+    if args.config:
+        cmd += ["--config", str(args.config)]
+    subprocess.run(cmd, check=True, env={**os.environ, **env}, stderr=subprocess.DEVNULL)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,14 +115,23 @@ def main(argv: list[str] | None = None) -> int:
         keep("report end to end", t + t2)
         del replay
 
+    builds = [("compiled", {}), ("interpreted", {native.PURE_ENV: "1"})]
+    for _ in range(args.rounds):
+        for name, env in builds:
+            keep(f"kpi-engine report, {name}", command_cpu(path, args, env))
+
     ceiling = best["orjson.loads (ceiling)"] + best["read lines"]
-    print(f"{n:,} events from {path}, best of {args.rounds} rounds, CPU time\n")
+    print(f"{n:,} events from {path}, best of {args.rounds} rounds, CPU time")
+    print(f"this process: {native.status()[1]}\n")
     print(f"{'stage':<26}{'seconds':>10}{'events/s':>14}{'× ceiling':>12}")
     for name, seconds in best.items():
         rate = n / seconds if seconds else float("inf")
         print(f"{name:<26}{seconds:>10.3f}{rate:>14,.0f}{seconds / ceiling:>12.2f}")
+    command = best["kpi-engine report, compiled"]
     print(f"\nceiling (read + orjson.loads): {n / ceiling:,.0f} events/s; "
-          f"report end to end: {n / best['report end to end']:,.0f} events/s")
+          f"report end to end: {n / best['report end to end']:,.0f} events/s; "
+          f"the command: {n / command:,.0f} events/s "
+          f"({best['kpi-engine report, interpreted'] / command:.2f}× faster than interpreted)")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak resident memory of this process (the lines, the events and one core): "
           f"{peak:,.0f} MiB")

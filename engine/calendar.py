@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
+from typing import Final
 from zoneinfo import ZoneInfo
 
 from engine.config import CalendarConfig
 from engine.event import MICRO
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-SLOT_US = 900 * MICRO  # every modern UTC offset and transition is a multiple of 15 minutes
+SLOT_US: Final = 900 * MICRO  # every modern UTC offset and transition is a multiple of 15 minutes
 
 REPORT_WINDOWS: tuple[tuple[str, int], ...] = (
     ("day", 0), ("day", 1),

@@ -16,6 +16,7 @@ from __future__ import annotations
 from array import array
 from bisect import insort
 from dataclasses import dataclass, field
+from typing import Final
 
 from engine.calendar import SLOT_US, Calendar
 from engine.config import CalendarConfig
@@ -39,22 +40,22 @@ from engine.measures import (
 )
 from engine.routing import ASPECT_ACQUISITION, ASPECT_PRIMARY
 
-_SPEND_INDEX = {"marketing": SPEND_MARKETING, "sales": SPEND_SALES}
+_SPEND_INDEX: Final = {"marketing": SPEND_MARKETING, "sales": SPEND_SALES}
 
 
-def _contribution(ts: int, team: str | None, rep: str | None, active: bool,
-                  values: tuple[tuple[int, int], ...]) -> Contribution:
-    """Builds a Contribution without NamedTuple's Python-level ``__new__`` (hot path)."""
-    return _tuple_new(Contribution, (ts, team, rep, active, values))
+# Typed as variable-length tuples, as Contribution.values is: the compiled build would
+# otherwise rebuild a fixed-length tuple for every event.
+Values = tuple[tuple[int, int], ...]
+_ACTIVITY_VALUES: Final[dict[str, Values]] = {
+    name: ((index, 1),) for name, index in ACTIVITY_INDEX.items()}
+_LEADS_CREATED_VALUES: Final[Values] = ((LEADS_CREATED, 1),)
+_LEADS_QUALIFIED_VALUES: Final[Values] = ((LEADS_QUALIFIED, 1),)
 
 
-_tuple_new = tuple.__new__
-_ACTIVITY_VALUES = {name: ((index, 1),) for name, index in ACTIVITY_INDEX.items()}
-_LEADS_CREATED_VALUES = ((LEADS_CREATED, 1),)
-_LEADS_QUALIFIED_VALUES = ((LEADS_QUALIFIED, 1),)
+# Records made per event write their ``__init__`` out: the compiled build compiles it, while a
+# dataclass-generated one stays interpreted.
 
-
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Attributed:
     """The deciding event of an entity fact: its time, id (tie-break) and attribution."""
 
@@ -63,17 +64,28 @@ class Attributed:
     team: str | None
     rep: str | None
 
+    def __init__(self, ts: int, event_id: str, team: str | None, rep: str | None) -> None:
+        self.ts = ts
+        self.event_id = event_id
+        self.team = team
+        self.rep = rep
+
     def key(self) -> tuple[int, str]:
         return (self.ts, self.event_id)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Lead:
-    created: Attributed | None = None
-    qualified: Attributed | None = None
+    created: Attributed | None
+    qualified: Attributed | None
+
+    def __init__(self, created: Attributed | None = None,
+                 qualified: Attributed | None = None) -> None:
+        self.created = created
+        self.qualified = qualified
 
 
-@dataclass(order=True, slots=True)
+@dataclass(order=True, slots=True, init=False)
 class Close:
     ts: int
     event_id: str
@@ -83,28 +95,53 @@ class Close:
     amount: int = field(compare=False)
     opened_at: int | None = field(compare=False)
 
+    def __init__(self, ts: int, event_id: str, team: str, rep: str, won: bool, amount: int,
+                 opened_at: int | None) -> None:
+        self.ts = ts
+        self.event_id = event_id
+        self.team = team
+        self.rep = rep
+        self.won = won
+        self.amount = amount
+        self.opened_at = opened_at
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class Deal:
-    created: Attributed | None = None
-    closes: list[Close] = field(default_factory=list)  # sorted by (ts, event_id)
+    created: Attributed | None
+    closes: list[Close]  # sorted by (ts, event_id)
+
+    def __init__(self, created: Attributed | None = None,
+                 closes: list[Close] | None = None) -> None:
+        self.created = created
+        self.closes = closes if closes is not None else []
 
     def max_ts(self) -> int:
         ts = self.closes[-1].ts if self.closes else -(1 << 62)
         return max(ts, self.created.ts) if self.created else ts
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Subscription:
-    start_ts: int | None = None
-    start_id: str = ""
-    mrr: int = 0
-    cancels: list[int] = field(default_factory=list)  # sorted cancellation instants
+    start_ts: int | None
+    start_id: str
+    mrr: int
+    cancels: list[int]  # sorted cancellation instants
+
+    def __init__(self, start_ts: int | None = None, start_id: str = "", mrr: int = 0,
+                 cancels: list[int] | None = None) -> None:
+        self.start_ts = start_ts
+        self.start_id = start_id
+        self.mrr = mrr
+        self.cancels = cancels if cancels is not None else []
 
     def ended_at(self) -> int | None:
         """Earliest cancellation at or after the start (SPEC §3)."""
+        start = self.start_ts
+        if start is None:
+            return None
         for ts in self.cancels:
-            if ts >= self.start_ts:
+            if ts >= start:
                 return ts
         return None
 
@@ -115,10 +152,15 @@ class Subscription:
         return end is None or end >= b
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Customer:
-    subscriptions: dict[str, Subscription] = field(default_factory=dict)
-    won_at: int | None = None  # earliest won close naming this customer
+    subscriptions: dict[str, Subscription]
+    won_at: int | None  # earliest won close naming this customer
+
+    def __init__(self, subscriptions: dict[str, Subscription] | None = None,
+                 won_at: int | None = None) -> None:
+        self.subscriptions = subscriptions if subscriptions is not None else {}
+        self.won_at = won_at
 
     def acquired_at(self) -> int | None:
         starts = [s.start_ts for s in self.subscriptions.values() if s.start_ts is not None]
@@ -174,9 +216,20 @@ class Core:
         self.event_ts: dict[int, array] = {}  # local day -> instants of counted events
         self.event_ids: dict[int, list[str]] = {}  # local day -> their ids (for retention)
         self.team_first: dict[str, int] = {}
+        # One string object per team and rep name: every event brings its own copy, and the
+        # state keeps one per contribution (about 120 bytes an event at a million events).
+        self.names: dict[str, str] = {}
         self.rep_first: dict[str, int] = {}
         self.version = 0
         self._slot_day = self.calendar.slot_day  # the calendar's memo, read inline for speed
+        # The local day of the latest event, with its stamps, ids and bucket: events mostly
+        # arrive in time order, so most need no dict lookup for their day. Reset by
+        # forget_current_day() whenever day state is removed (engine.retention).
+        self._current_day = 0
+        self._current_start = self._current_end = 0  # its instants [start, end)
+        self._current_stamps: array[int] = array("q")
+        self._current_ids: list[str] = []
+        self._current_bucket: DayBucket | None = None
 
     # -- applying events ----------------------------------------------------------------------
 
@@ -195,30 +248,55 @@ class Core:
         seen.add(event_id)
         self.version += 1
         ts = event.ts
-        day = self._slot_day.get(ts // SLOT_US) or self.calendar.local_day(ts)
-        stamps = self.event_ts.get(day)
-        if stamps is None:
-            stamps = self.event_ts[day] = array("q")
-            self.event_ids[day] = []
-        stamps.append(ts)
-        self.event_ids[day].append(event_id)
+        if self._current_start <= ts < self._current_end:
+            day = self._current_day
+        else:
+            day = self._enter_day(ts)
+        self._current_stamps.append(ts)
+        self._current_ids.append(event_id)
         team, rep = event.team_id, event.rep_id
+        names = self.names
         if team is not None:
+            known = names.get(team)
+            if known is None:
+                names[team] = team
+            else:
+                team = event.team_id = known
             first = self.team_first.get(team)
             if first is None or ts < first:
                 self.team_first[team] = ts
         if rep is not None:
+            known = names.get(rep)
+            if known is None:
+                names[rep] = rep
+            else:
+                rep = event.rep_id = known
             first = self.rep_first.get(rep)
             if first is None or ts < first:
                 self.rep_first[rep] = ts
         kind = event.type
         if kind == "activity.logged":
-            self._put_fixed(day, _contribution(ts, team, rep, True,
-                                               _ACTIVITY_VALUES[event.activity_type]))
-            return True
-        _HANDLERS[kind](self, event)
-        if aspect is None and kind == "deal.closed":
-            self._apply_acquisition(event)
+            activity = event.activity_type
+            assert activity is not None
+            self._put_fixed(day, Contribution(ts, team, rep, True, _ACTIVITY_VALUES[activity]))
+        elif kind == "lead.created":
+            self._lead_fact(event, day, True)
+        elif kind == "lead.qualified":
+            self._lead_fact(event, day, False)
+        elif kind == "deal.created":
+            self._deal_created(event)
+        elif kind == "deal.closed":
+            self._deal_closed(event)
+            if aspect is None:
+                self._apply_acquisition(event)
+        elif kind == "subscription.started":
+            self._subscription_started(event)
+        elif kind == "subscription.cancelled":
+            self._subscription_cancelled(event)
+        elif kind == "spend.recorded":
+            self._spend(event, day)
+        else:
+            raise ValueError(f"unknown event type {kind!r}")
         return True
 
     def _apply_acquisition(self, e: Event) -> bool:
@@ -234,50 +312,56 @@ class Core:
         self._customer_after_change(e.customer_id, customer)
         return True
 
-    def _lead_created(self, e: Event) -> None:
-        self._lead_fact(e, "created", "lc", _LEADS_CREATED_VALUES)
-
-    def _lead_qualified(self, e: Event) -> None:
-        self._lead_fact(e, "qualified", "lq", _LEADS_QUALIFIED_VALUES)
-
-    def _lead_fact(self, e: Event, fact: str, tag: str, values: tuple) -> None:
-        """A lead's created or qualified fact: the earliest event decides (SPEC §3)."""
-        lead = self.leads.get(e.lead_id)
+    def _lead_fact(self, e: Event, day: int, created: bool) -> None:
+        """A lead's created (or qualified) fact: the earliest event decides (SPEC §3)."""
+        lead_id = e.lead_id
+        assert lead_id is not None
+        lead = self.leads.get(lead_id)
         if lead is None:
-            lead = self.leads[e.lead_id] = Lead()
-        old = getattr(lead, fact)
-        if old is not None and (old.ts, old.event_id) <= (e.ts, e.event_id):
-            return
+            lead = self.leads[lead_id] = Lead()
+        old = lead.created if created else lead.qualified
+        tag = "lc" if created else "lq"
         if old is not None:
-            self._drop((tag, e.lead_id), old.ts)
-        setattr(lead, fact, Attributed(e.ts, e.event_id, e.team_id, e.rep_id))
-        self._put((tag, e.lead_id), _contribution(e.ts, e.team_id, e.rep_id, True, values))
+            if old.ts < e.ts or (old.ts == e.ts and old.event_id <= e.event_id):
+                return
+            self._drop((tag, lead_id), old.ts)
+        fact = Attributed(e.ts, e.event_id, e.team_id, e.rep_id)
+        if created:
+            lead.created = fact
+        else:
+            lead.qualified = fact
+        values = _LEADS_CREATED_VALUES if created else _LEADS_QUALIFIED_VALUES
+        self._put_at(day, (tag, lead_id), Contribution(e.ts, e.team_id, e.rep_id, True, values))
 
-    def _spend(self, e: Event) -> None:
-        day = self._slot_day.get(e.ts // SLOT_US) or self.calendar.local_day(e.ts)
-        self._put_fixed(day, _contribution(
-            e.ts, None, None, False, ((_SPEND_INDEX[e.category], e.amount),)))
+    def _spend(self, e: Event, day: int) -> None:
+        category, amount = e.category, e.amount
+        assert category is not None and amount is not None
+        self._put_fixed(day, Contribution(
+            e.ts, None, None, False, ((_SPEND_INDEX[category], amount),)))
 
     def _deal_created(self, e: Event) -> None:
-        deal = self.deals.get(e.deal_id)
+        deal_id = e.deal_id
+        assert deal_id is not None
+        deal = self.deals.get(deal_id)
         if deal is None:
-            deal = self.deals[e.deal_id] = Deal()
+            deal = self.deals[deal_id] = Deal()
         new = Attributed(e.ts, e.event_id, e.team_id, e.rep_id)
         if deal.created is None or new.key() < deal.created.key():
-            self._drop_deal(e.deal_id, deal)
+            self._drop_deal(deal_id, deal)
             deal.created = new
-            self._put_deal(e.deal_id, deal)
+            self._put_deal(deal_id, deal)
 
     def _deal_closed(self, e: Event) -> None:
-        deal = self.deals.get(e.deal_id)
+        deal_id, team, rep = e.deal_id, e.team_id, e.rep_id
+        assert deal_id is not None and team is not None and rep is not None
+        deal = self.deals.get(deal_id)
         if deal is None:
-            deal = self.deals[e.deal_id] = Deal()
-        self._drop_deal(e.deal_id, deal)
+            deal = self.deals[deal_id] = Deal()
+        self._drop_deal(deal_id, deal)
         won = e.outcome == "won"
         amount = (e.amount or 0) if won else 0
-        insort(deal.closes, Close(e.ts, e.event_id, e.team_id, e.rep_id, won, amount,
-                                  e.opened_at))
-        self._put_deal(e.deal_id, deal)
+        insort(deal.closes, Close(e.ts, e.event_id, team, rep, won, amount, e.opened_at))
+        self._put_deal(deal_id, deal)
 
     def _drop_deal(self, deal_id: str, deal: Deal) -> None:
         if deal.created is not None:
@@ -290,21 +374,25 @@ class Core:
             self._put(key, contribution)
 
     def _subscription_started(self, e: Event) -> None:
-        customer = self._customer_before_change(e.customer_id)
-        sub = customer.subscriptions.get(e.subscription_id)
+        customer_id, subscription_id, mrr = e.customer_id, e.subscription_id, e.mrr
+        assert customer_id is not None and subscription_id is not None and mrr is not None
+        customer = self._customer_before_change(customer_id)
+        sub = customer.subscriptions.get(subscription_id)
         if sub is None:
-            sub = customer.subscriptions[e.subscription_id] = Subscription()
+            sub = customer.subscriptions[subscription_id] = Subscription()
         if sub.start_ts is None or (e.ts, e.event_id) < (sub.start_ts, sub.start_id):
-            sub.start_ts, sub.start_id, sub.mrr = e.ts, e.event_id, e.mrr
-        self._customer_after_change(e.customer_id, customer)
+            sub.start_ts, sub.start_id, sub.mrr = e.ts, e.event_id, mrr
+        self._customer_after_change(customer_id, customer)
 
     def _subscription_cancelled(self, e: Event) -> None:
-        customer = self._customer_before_change(e.customer_id)
-        sub = customer.subscriptions.get(e.subscription_id)
+        customer_id, subscription_id = e.customer_id, e.subscription_id
+        assert customer_id is not None and subscription_id is not None
+        customer = self._customer_before_change(customer_id)
+        sub = customer.subscriptions.get(subscription_id)
         if sub is None:
-            sub = customer.subscriptions[e.subscription_id] = Subscription()
+            sub = customer.subscriptions[subscription_id] = Subscription()
         insort(sub.cancels, e.ts)
-        self._customer_after_change(e.customer_id, customer)
+        self._customer_after_change(customer_id, customer)
 
     def _customer_before_change(self, customer_id: str) -> Customer:
         customer = self.customers.get(customer_id)
@@ -320,39 +408,85 @@ class Core:
 
     # -- day buckets --------------------------------------------------------------------------
 
-    def _bucket(self, ts: int) -> DayBucket:
-        day = self._slot_day.get(ts // SLOT_US) or self.calendar.local_day(ts)
-        bucket = self.days.get(day)
-        if bucket is None:
-            month = self.calendar.period_start_day("month", day)
-            bucket = self.days[day] = DayBucket(month)
-        return bucket
+    def _enter_day(self, ts: int) -> int:
+        """Make the local day of ``ts`` the current day (creating its stamp lists)."""
+        day = self._day(ts)
+        stamps = self.event_ts.get(day)
+        if stamps is None:
+            stamps = self.event_ts[day] = array("q")
+            self.event_ids[day] = []
+        self._current_day = day
+        self._current_start = self.calendar.midnight(day)
+        self._current_end = self.calendar.midnight(day + 1)
+        self._current_stamps = stamps
+        self._current_ids = self.event_ids[day]
+        self._current_bucket = self.days.get(day)
+        return day
 
-    def _touch(self, bucket: DayBucket) -> None:
-        bucket._aggregate = None
-        versions = self.month_version
-        versions[bucket.month] = versions.get(bucket.month, 0) + 1
+    def forget_current_day(self) -> None:
+        """Drop the cached current day (call after removing day state)."""
+        self._current_start = self._current_end = 0
+        self._current_stamps = array("q")
+        self._current_ids = []
+        self._current_bucket = None
 
-    def _put_fixed(self, day: int, contribution: Contribution) -> None:
-        """A contribution that never changes (an activity, a spend): no key, no retraction."""
+    def _day(self, ts: int) -> int:
+        """The local date of an instant: the calendar's memo, read here without a call."""
+        day = self._slot_day.get(ts // SLOT_US)
+        return day if day is not None else self.calendar.local_day(ts)
+
+    #
+    # A month's version says when its cached sum (engine.view) is stale. That sum is built
+    # from the aggregates of all the month's buckets, so a change needs a new version only when
+    # it creates a bucket or changes one whose aggregate is cached; a bucket without a cached
+    # aggregate has been changed since the month was last summed, which already bumped it.
+    # The load of a file thus never touches the version table.
+
+    def _bucket_of_day(self, day: int) -> DayBucket:
         bucket = self.days.get(day)
         if bucket is None:
             bucket = self.days[day] = DayBucket(self.calendar.period_start_day("month", day))
-        bucket.fixed.append(contribution)
-        bucket._aggregate = None
+            self._bump(bucket.month)
+        return bucket
+
+    def _bump(self, month: int) -> None:
         versions = self.month_version
-        versions[bucket.month] = versions.get(bucket.month, 0) + 1
+        versions[month] = versions.get(month, 0) + 1
+
+    def _put_fixed(self, day: int, contribution: Contribution) -> None:
+        """A contribution that never changes (an activity, a spend): no key, no retraction."""
+        bucket = self._current_bucket if day == self._current_day else None
+        if bucket is None:
+            bucket = self.days.get(day)
+            if bucket is None:
+                bucket = self._bucket_of_day(day)
+            if day == self._current_day:
+                self._current_bucket = bucket
+        bucket.fixed.append(contribution)
+        if bucket._aggregate is not None:
+            bucket._aggregate = None
+            self._bump(bucket.month)
+
+    def _put_at(self, day: int, key: tuple, contribution: Contribution) -> None:
+        """A keyed contribution on its local ``day`` (which must be that of its instant)."""
+        bucket = self.days.get(day)
+        if bucket is None:
+            bucket = self._bucket_of_day(day)
+        bucket.items[key] = contribution
+        if bucket._aggregate is not None:
+            bucket._aggregate = None
+            self._bump(bucket.month)
 
     def _put(self, key: tuple, contribution: Contribution) -> None:
-        bucket = self._bucket(contribution.ts)
-        bucket.items[key] = contribution
-        self._touch(bucket)
+        ts = contribution.ts
+        self._put_at(self._day(ts), key, contribution)
 
     def _drop(self, key: tuple, ts: int) -> None:
-        day = self._slot_day.get(ts // SLOT_US) or self.calendar.local_day(ts)
-        bucket = self.days.get(day)
+        bucket = self.days.get(self._day(ts))
         if bucket is not None and bucket.items.pop(key, None) is not None:
-            self._touch(bucket)
+            if bucket._aggregate is not None:
+                bucket._aggregate = None
+                self._bump(bucket.month)
 
 
 def deal_contributions(deal_id: str, deal: Deal, as_of: int | None
@@ -399,15 +533,5 @@ def customer_contributions(customer_id: str, customer: Customer
                         Contribution(sub.start_ts, None, None, False, ((MRR_NEW, sub.mrr),))))
     return out
 
-
-_HANDLERS = {
-    "lead.created": Core._lead_created,
-    "lead.qualified": Core._lead_qualified,
-    "deal.created": Core._deal_created,
-    "deal.closed": Core._deal_closed,
-    "subscription.started": Core._subscription_started,
-    "subscription.cancelled": Core._subscription_cancelled,
-    "spend.recorded": Core._spend,
-}
 
 ASPECTS = (ASPECT_PRIMARY, ASPECT_ACQUISITION)

@@ -10,10 +10,11 @@ order in which events arrive or on how they are split across workers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
-MICRO = 1_000_000  # micro-units per currency unit, microseconds per second
+MICRO: Final = 1_000_000  # micro-units per currency unit, microseconds per second
 
-EVENT_TYPES = (
+EVENT_TYPES: Final[tuple[str, ...]] = (
     "lead.created",
     "lead.qualified",
     "activity.logged",
@@ -23,9 +24,9 @@ EVENT_TYPES = (
     "subscription.cancelled",
     "spend.recorded",
 )
-ACTIVITY_TYPES = ("call", "email", "meeting", "demo", "other")
-OUTCOMES = ("won", "lost")
-SPEND_CATEGORIES = ("marketing", "sales")
+ACTIVITY_TYPES: Final[tuple[str, ...]] = ("call", "email", "meeting", "demo", "other")
+OUTCOMES: Final[tuple[str, ...]] = ("won", "lost")
+SPEND_CATEGORIES: Final[tuple[str, ...]] = ("marketing", "sales")
 
 REASON_CODES = (
     "malformed_json",
@@ -41,12 +42,14 @@ REASON_CODES = (
 )
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Event:
     """One valid CRM event (SPEC §1). Optional fields that were absent or null are ``None``.
 
     ``ts`` is ``occurred_at``; ``amount`` carries ``amount`` (deal and spend events) and
     ``mrr`` carries a subscription's monthly recurring revenue, both in micro-units.
+    The ``__init__`` is written out (not generated) so that the compiled build compiles it:
+    an event is made for every message.
     """
 
     event_id: str
@@ -65,6 +68,29 @@ class Event:
     mrr: int | None = None
     opened_at: int | None = None
 
+    def __init__(self, event_id: str, type: str, ts: int, team_id: str | None = None,
+                 rep_id: str | None = None, lead_id: str | None = None,
+                 deal_id: str | None = None, customer_id: str | None = None,
+                 subscription_id: str | None = None, activity_type: str | None = None,
+                 outcome: str | None = None, category: str | None = None,
+                 amount: int | None = None, mrr: int | None = None,
+                 opened_at: int | None = None) -> None:
+        self.event_id = event_id
+        self.type = type
+        self.ts = ts
+        self.team_id = team_id
+        self.rep_id = rep_id
+        self.lead_id = lead_id
+        self.deal_id = deal_id
+        self.customer_id = customer_id
+        self.subscription_id = subscription_id
+        self.activity_type = activity_type
+        self.outcome = outcome
+        self.category = category
+        self.amount = amount
+        self.mrr = mrr
+        self.opened_at = opened_at
+
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
@@ -78,8 +104,11 @@ class Rejection:
             raise ValueError(f"unknown reason code {self.reason!r}")
 
 
-def to_micros(value: float) -> int:
-    """Money or seconds as integer millionths, rounded to nearest (exact for ≤ 6 decimals)."""
+def to_micros(value: int | float) -> int:
+    """Money or seconds as integer millionths, rounded to nearest (exact for ≤ 6 decimals).
+
+    An integer stays exact however large (``int | float``: a ``float`` annotation would make
+    the compiled build convert it first)."""
     return round(value * MICRO)
 
 

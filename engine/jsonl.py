@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import BinaryIO, Final
 
 __all__ = ["CHUNK_BYTES", "iter_lines"]
 
 CHUNK_BYTES = 1 << 22  # 4 MiB reads: few system calls, bounded memory
-_BLANK = b" \t\r"
-_OPEN_BRACE = ord("{")
-_CR = ord("\r")
+_BLANK: Final = b" \t\r"
+_OPEN_BRACE: Final = ord("{")
+_CR: Final = ord("\r")
 
 
 def iter_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:

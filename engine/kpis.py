@@ -46,8 +46,13 @@ COMPANY_KPIS = TEAM_KPIS + (
 TARGETABLE_KPIS = tuple(k for k in COMPANY_KPIS if k != "activities_by_type")
 
 
-def ratio(numerator: float | None, denominator: float | None) -> float | None:
-    """SPEC §4: a ratio is null when its denominator is 0 or null (or its numerator null)."""
+def ratio(numerator: int | float | None, denominator: int | float | None) -> float | None:
+    """SPEC §4: a ratio is null when its denominator is 0 or null (or its numerator null).
+
+    Integer sums pass 2**53 (cycle times in µs do) and Python divides two integers with one
+    rounding; both builds must give the same bits, so the parameters say ``int`` as well (a
+    bare ``float`` is a C double in the compiled build: the integer would be rounded first).
+    """
     if numerator is None or denominator is None or denominator == 0:
         return None
     return numerator / denominator

@@ -8,7 +8,8 @@ its partitions, and nothing depends on the order in which events arrived.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Final
 
 (
     LEADS_CREATED,
@@ -29,7 +30,7 @@ from typing import NamedTuple
     NEW_CUSTOMERS,
     MRR_NEW,
 ) = range(17)
-N_MEASURES = 17
+N_MEASURES: Final = 17
 
 MEASURE_NAMES = (
     "leads_created", "leads_qualified",
@@ -40,15 +41,17 @@ MEASURE_NAMES = (
     "spend_marketing_micros", "spend_sales_micros",
     "new_customers", "mrr_new_micros",
 )
-ACTIVITY_INDEX = {"call": ACT_CALL, "email": ACT_EMAIL, "meeting": ACT_MEETING,
+ACTIVITY_INDEX: Final = {"call": ACT_CALL, "email": ACT_EMAIL, "meeting": ACT_MEETING,
                   "demo": ACT_DEMO, "other": ACT_OTHER}
 
 
-class Contribution(NamedTuple):
+@dataclass(slots=True, init=False)
+class Contribution:
     """One entity's effect on flows at instant ``ts``.
 
     ``active`` marks a contribution that makes its rep active (SPEC §6.9). ``team``/``rep`` are
-    the attribution, ``None`` for company-only effects (spend, customers, MRR).
+    the attribution, ``None`` for company-only effects (spend, customers, MRR). One is made per
+    event, so its ``__init__`` is written out for the compiled build (engine/native.py).
     """
 
     ts: int
@@ -56,6 +59,14 @@ class Contribution(NamedTuple):
     rep: str | None
     active: bool
     values: tuple[tuple[int, int], ...]  # (measure index, amount)
+
+    def __init__(self, ts: int, team: str | None, rep: str | None, active: bool,
+                 values: tuple[tuple[int, int], ...]) -> None:
+        self.ts = ts
+        self.team = team
+        self.rep = rep
+        self.active = active
+        self.values = values
 
 
 class Aggregate:
@@ -101,8 +112,8 @@ class Aggregate:
                 else:
                     _add_vec(mine, vec)
         pairs = self.pairs
-        for key, n in other.pairs.items():
-            pairs[key] = pairs.get(key, 0) + n
+        for pair, n in other.pairs.items():
+            pairs[pair] = pairs.get(pair, 0) + n
 
     def active_reps(self, team: str | None = None) -> int:
         """Distinct reps with a rep-activating contribution (for one team, or company-wide)."""

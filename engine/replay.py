@@ -62,7 +62,7 @@ def _load(path: str | os.PathLike[str], config: Config, result: Replay, keep_err
     for line_no, raw in iter_lines(path):
         read += 1
         event = decode(raw, currency=currency, max_event_bytes=max_bytes)
-        if type(event) is Rejection:
+        if isinstance(event, Rejection):
             invalid += 1
             if len(errors) < keep_errors:
                 errors.append((line_no, event))

@@ -91,11 +91,11 @@ def _window_document(view: View, w: Window, stocks: Stocks, teams: list[str], re
 def _vec(agg: Aggregate | None, name: str | None, kind: str = "company") -> list[int] | None:
     if agg is None:
         return None
+    if kind == "company" or name is None:
+        return agg.company
     if kind == "team":
         return agg.team(name)
-    if kind == "rep":
-        return agg.rep(name)
-    return agg.company
+    return agg.rep(name)
 
 
 def _targets_by_period(targets: tuple[Target, ...]) -> dict[str, tuple[Target, ...]]:

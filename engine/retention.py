@@ -30,6 +30,7 @@ _DAY_US = 86_400 * MICRO
 def evict(core: Core, horizon: int) -> list[str]:
     """Drop state that lies entirely before ``horizon`` (µs); the dropped entities' route keys."""
     first_day = core.calendar.local_day(horizon)
+    core.forget_current_day()
     for day in [d for d in core.days if d < first_day]:
         del core.days[day]
     for day in [d for d in core.event_ts if d < first_day]:

@@ -11,30 +11,32 @@ and UTC day so that a batch rewrites few durable records.
 
 from __future__ import annotations
 
+from typing import Final
+
 from engine.event import MICRO, Event
 
-ASPECT_PRIMARY = "primary"          # the event's effect on its own entity; counted once here
-ASPECT_ACQUISITION = "acquisition"  # a won close's effect on its customer's acquired_at
+ASPECT_PRIMARY: Final = "primary"          # the event's effect on its own entity; counted once here
+ASPECT_ACQUISITION: Final = "acquisition"  # a won close's effect on its customer's acquired_at
 
-_DAY_US = 86_400 * MICRO
+_DAY_US: Final = 86_400 * MICRO
 
 
 def routes(event: Event) -> list[tuple[str, str]]:
     """``(route_key, aspect)`` pairs for an event; the first is always the primary aspect."""
     t = event.type
     if t == "lead.created" or t == "lead.qualified":
-        return [("L|" + event.lead_id, ASPECT_PRIMARY)]
+        return [(f"L|{event.lead_id}", ASPECT_PRIMARY)]
     if t == "activity.logged":
         return [(f"A|{event.rep_id}|{event.ts // _DAY_US}", ASPECT_PRIMARY)]
     if t == "deal.created":
-        return [("D|" + event.deal_id, ASPECT_PRIMARY)]
+        return [(f"D|{event.deal_id}", ASPECT_PRIMARY)]
     if t == "deal.closed":
-        primary = ("D|" + event.deal_id, ASPECT_PRIMARY)
+        primary = (f"D|{event.deal_id}", ASPECT_PRIMARY)
         if event.outcome == "won" and event.customer_id is not None:
-            return [primary, ("C|" + event.customer_id, ASPECT_ACQUISITION)]
+            return [primary, (f"C|{event.customer_id}", ASPECT_ACQUISITION)]
         return [primary]
     if t == "subscription.started" or t == "subscription.cancelled":
-        return [("C|" + event.customer_id, ASPECT_PRIMARY)]
+        return [(f"C|{event.customer_id}", ASPECT_PRIMARY)]
     if t == "spend.recorded":
         return [(f"S|{event.category}|{event.ts // _DAY_US}", ASPECT_PRIMARY)]
     raise ValueError(f"unroutable event type {t!r}")

@@ -2,7 +2,9 @@
 
 - any permutation of the same events, with duplicates inserted anywhere, gives the same report;
 - splitting events by partition key across several cores and merging them (report) or summing
-  their exported components equals one core over all events.
+  their exported components equals one core over all events;
+- reading reports while events keep arriving (the live worker's case: cached day and month
+  sums) gives what a fresh core over the same events gives.
 """
 
 from __future__ import annotations
@@ -138,3 +140,22 @@ def test_partitioned_cores_equal_one_core(history, n):
         add_components(summed, components([core], calendar, as_of, include_zeros=False))
     summed = {k: v for k, v in summed.items() if v}
     assert summed == components([single], calendar, as_of, include_zeros=False)
+
+
+@settings(settings.get_profile("core"))
+@given(histories(), st.lists(st.integers(min_value=1, max_value=50), min_size=1, max_size=5))
+def test_reports_read_between_events_equal_a_fresh_core(history, cuts):
+    """Caches of day and month sums must be invalidated by every later change they cover."""
+    _, noisy, as_of = history
+    as_of = max(as_of, T0 + SPAN)  # whole months behind as_of: the month cache is used
+    live = Core(Calendar(CONFIG.calendar))
+    applied = 0
+    for cut in [*sorted(cuts), len(noisy)]:
+        for event in noisy[applied:cut]:
+            live.apply(event)
+        applied = max(applied, min(cut, len(noisy)))
+        fresh, _ = _single(noisy[:applied])
+        assert (build_report([live], as_of, CONFIG, {"duplicate": 0})
+                == build_report([fresh], as_of, CONFIG, {"duplicate": 0}))
+        assert (components([live], live.calendar, as_of, include_zeros=False)
+                == components([fresh], fresh.calendar, as_of, include_zeros=False))

@@ -276,3 +276,26 @@ def test_targets_attainment_and_replacement():
     assert "ghost" not in month["teams"]
     assert window(report(events, "2026-05-20T00:00:00Z", config), "week", 0)[
         "company"]["targets"] == {}
+
+
+@pytest.mark.parametrize("zone", ["Europe/Berlin", "America/Santiago", "Asia/Kolkata",
+                                  "Australia/Lord_Howe", "UTC"])
+def test_every_event_lands_on_its_local_date_around_midnights_and_dst(zone):
+    """The core keeps the latest event's local day and its bounds to skip lookups: events just
+    before, at and after local midnights (DST days included, in time order and back and
+    forth) must each still land on their own local date."""
+    calendar = Calendar(config_from_mapping({"calendar": {"timezone": zone}}).calendar)
+    core = Core(calendar)
+    instants = []
+    first = calendar.local_day(to_micros(datetime.fromisoformat("2026-03-25T12:00:00+00:00")))
+    for day in [*range(first, first + 12), *range(first + 190, first + 225)]:
+        midnight = calendar.midnight(day)
+        instants += [midnight - 1, midnight, midnight + 1, midnight + 3_600 * MICRO - 1]
+    order = sorted(instants) + sorted(instants, reverse=True)[::3]
+    for n, ts in enumerate(order):
+        core.apply(Event(f"e{n}", "activity.logged", ts, "t1", "r1", activity_type="call"))
+    for day, stamps in core.event_ts.items():
+        assert {calendar.local_day(ts) for ts in stamps} == {day}
+    for day, bucket in core.days.items():
+        assert {calendar.local_day(c.ts) for c in bucket.fixed} == {day}
+    assert sum(len(s) for s in core.event_ts.values()) == len(order)

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from engine.config import config_from_mapping
 from engine.decode import (
-    _COMMON_SHAPES,
     TIMESTAMP_PATTERN,
     Decoder,
     _parse_timestamp_by_pattern,
@@ -308,7 +307,11 @@ def test_any_rfc3339_rendering_parses_to_the_exact_instant(moment, separator):
     assert parse_timestamp(text) == expected
 
 
-COMMON_SHAPES = sorted(shape.decode() for shape in _COMMON_SHAPES)
+# The renderings parse_timestamp reads itself (9 = any digit); everything else goes to the pattern.
+COMMON_SHAPES = [f"9999-99-99{separator}99:99:99{fraction}{zone}"
+                 for separator in ("T", " ")
+                 for fraction in ["", *("." + "9" * digits for digits in range(1, 10))]
+                 for zone in ("Z", "z", "+99:99", "-99:99")]
 
 
 @settings(max_examples=1000)
@@ -330,6 +333,40 @@ def test_near_valid_timestamps_agree_with_the_pattern(year, month, day, hour, mi
     text = (f"{year:04}-{month:02}-{day:02}{separator}{hour:02}:{minute:02}:{second:02}"
             f"{fraction}{zone}")
     assert parse_timestamp(text) == _parse_timestamp_by_pattern(text)
+
+
+@st.composite
+def common_renderings(draw) -> str:
+    """A valid timestamp in one of COMMON_SHAPES: any date and time, 0–9 fraction digits."""
+    moment = draw(st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)))
+    fraction = draw(st.sampled_from(["", *("." + "0" * n for n in range(1, 10))]))
+    if fraction:
+        fraction = "." + "".join(draw(st.sampled_from("0123456789")) for _ in fraction[1:])
+    zone = draw(st.sampled_from(["Z", "z", "+", "-"]))
+    if zone in "+-":
+        zone += f"{draw(st.integers(0, 23)):02}:{draw(st.integers(0, 59)):02}"
+    separator = draw(st.sampled_from("T "))
+    m = moment
+    return (f"{m.year:04}-{m.month:02}-{m.day:02}{separator}{m.hour:02}:{m.minute:02}:"
+            f"{m.second:02}{fraction}{zone}")
+
+
+@settings(max_examples=2000)
+@given(common_renderings(), st.data())
+def test_damaged_timestamps_agree_with_the_pattern(text, data):
+    """One character replaced, inserted or removed anywhere in a valid timestamp: separators,
+    signs, non-ASCII digits, letters. The shortcut must never accept what the pattern refuses."""
+    chars = list(text)
+    at = data.draw(st.sampled_from(range(len(chars) + 1)))  # uniform: integers() favours ends
+    noise = data.draw(st.sampled_from(
+        list("0123456789-:.+ TtZz/x_\u0663\uff11\u00b2") + ["", "00", "\u00a0"]))
+    action = data.draw(st.sampled_from(["replace", "insert", "delete"]))
+    if action == "insert":
+        chars.insert(at, noise)
+    elif at < len(chars):
+        chars[at] = noise if action == "replace" else ""
+    damaged = "".join(chars)
+    assert parse_timestamp(damaged) == _parse_timestamp_by_pattern(damaged)
 
 
 def test_timestamp_pattern_has_no_anchors_or_groups_that_would_change_its_meaning():
