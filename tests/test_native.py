@@ -27,7 +27,7 @@ from engine.event import MICRO, to_micros
 from engine.kpis import growth, money, ratio
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT.parent / "shared" / "spec" / "examples" / "small"
+EXAMPLE = ROOT / "tests" / "golden" / "small"  # the spec example, kept in the repository
 
 
 def _run(args: list[str], *, pure: bool, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess:
