@@ -81,9 +81,10 @@ def read_manifest(build_dir: Path = BUILD_DIR) -> dict | None:
         return None
 
 
-def status(build_dir: Path = BUILD_DIR) -> tuple[bool, str]:
-    """(usable, why): whether the build in ``build_dir`` matches this source and this Python."""
-    if os.environ.get(PURE_ENV, "").strip().lower() in ("1", "true", "yes"):
+def status(build_dir: Path = BUILD_DIR, honour_env: bool = True) -> tuple[bool, str]:
+    """(usable, why): whether the build in ``build_dir`` matches this source and this Python
+    (and, with ``honour_env``, whether :data:`PURE_ENV` allows it)."""
+    if honour_env and os.environ.get(PURE_ENV, "").strip().lower() in ("1", "true", "yes"):
         return False, f"{PURE_ENV} is set"
     manifest = read_manifest(build_dir)
     if manifest is None:
@@ -162,8 +163,7 @@ class BuildError(RuntimeError):
 
 def build(force: bool = False, build_dir: Path = BUILD_DIR, log=sys.stderr) -> bool:
     """Compile :data:`MODULES` into ``build_dir``; False if it was already current."""
-    os.environ.pop(PURE_ENV, None)
-    if not force and status(build_dir)[0]:
+    if not force and status(build_dir, honour_env=False)[0]:
         return False
     try:
         import mypy.version

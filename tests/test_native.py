@@ -126,3 +126,18 @@ def test_ratios_of_large_sums_round_as_python_does(numerator, denominator):
     assert money(numerator) == numerator / MICRO
     assert growth(numerator, denominator) == numerator / denominator - 1
     assert to_micros(numerator) == numerator * MICRO
+
+
+def test_the_native_command_reports_status_and_explains_a_build_it_cannot_make():
+    status = _run(["-m", "engine.cli", "native", "status"], pure=True)
+    assert (status.returncode, status.stdout.strip()) == (1, f"{native.PURE_ENV} is set".encode())
+    # Without mypy the build cannot be made: a clear error, exit 1, or 0 with --if-possible
+    # (setup then goes on with the interpreted engine). The existing build is left alone.
+    before = native.read_manifest()
+    code = ("import sys; sys.modules['mypy'] = None; from engine.cli import main; "
+            "sys.exit(main(['native', 'build', '--force'] + sys.argv[1:]))")
+    for extra, expected in (([], 1), (["--if-possible"], 0)):
+        result = _run(["-c", code, *extra], pure=False)
+        assert result.returncode == expected
+        assert b"mypy is not installed" in result.stderr
+    assert native.read_manifest() == before

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         return 0 if usable else 1
     try:
         if not native.build(force=args.force):
-            print(f"up to date: {native.status()[1]}", file=sys.stderr)
+            print(f"up to date: {native.status(honour_env=False)[1]}", file=sys.stderr)
     except native.BuildError as exc:
         print(f"kpi-engine native: {exc}", file=sys.stderr)
         return 0 if args.if_possible else 1
