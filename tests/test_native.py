@@ -77,9 +77,10 @@ def test_a_build_older_than_its_sources_is_ignored(tmp_path):
 
 
 def test_status_explains_a_missing_or_foreign_build(tmp_path):
-    assert native.status(tmp_path / "none") == (False, "not built (kpi-engine native build)")
+    assert native.status(tmp_path / "none", honour_env=False) == (
+        False, "not built (kpi-engine native build)")
     (tmp_path / native.MANIFEST).write_text(json.dumps({"abi": "cpython-27 .so"}))
-    usable, why = native.status(tmp_path)
+    usable, why = native.status(tmp_path, honour_env=False)
     assert not usable and "another Python" in why
 
 
