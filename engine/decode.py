@@ -578,7 +578,7 @@ def check_live_time(event: Event, now_us: int, *, max_future_skew_seconds: int,
     ``too_late`` when it is more than ``retention_days`` behind it (state for it is gone).
     Both bounds are inclusive: exactly the skew ahead, or exactly the retention behind, counts.
     """
-    ahead_micros = event.ts - now_us
+    ahead_micros: int | float = event.ts - now_us  # a Python division below in both builds
     if ahead_micros > max_future_skew_seconds * MICRO:
         return Rejection("future_timestamp",
                          f"occurred_at {_format_micros(event.ts)} is {ahead_micros / MICRO:.0f} s "

@@ -58,7 +58,9 @@ def ratio(numerator: int | float | None, denominator: int | float | None) -> flo
     return numerator / denominator
 
 
-def money(micros: int) -> float:
+def money(micros: int | float) -> float:
+    """Micro-units as currency units. ``int | float`` keeps the division Python's: the compiled
+    build divides two plain ints through doubles, which rounds twice beyond 2**53."""
     return micros / MICRO
 
 
