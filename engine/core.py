@@ -255,25 +255,10 @@ class Core:
         self._current_stamps.append(ts)
         self._current_ids.append(event_id)
         team, rep = event.team_id, event.rep_id
-        names = self.names
         if team is not None:
-            known = names.get(team)
-            if known is None:
-                names[team] = team
-            else:
-                team = event.team_id = known
-            first = self.team_first.get(team)
-            if first is None or ts < first:
-                self.team_first[team] = ts
+            team = event.team_id = self._named(team, self.team_first, ts)
         if rep is not None:
-            known = names.get(rep)
-            if known is None:
-                names[rep] = rep
-            else:
-                rep = event.rep_id = known
-            first = self.rep_first.get(rep)
-            if first is None or ts < first:
-                self.rep_first[rep] = ts
+            rep = event.rep_id = self._named(rep, self.rep_first, ts)
         kind = event.type
         if kind == "activity.logged":
             activity = event.activity_type
@@ -298,6 +283,17 @@ class Core:
         else:
             raise ValueError(f"unknown event type {kind!r}")
         return True
+
+    def _named(self, name: str, firsts: dict[str, int], ts: int) -> str:
+        """The one string kept for a team or rep name (the event's own copy is replaced with
+        it), after noting in ``firsts`` when the name was first seen."""
+        known = self.names.get(name)
+        if known is None:
+            known = self.names[name] = name
+        first = firsts.get(known)
+        if first is None or ts < first:
+            firsts[known] = ts
+        return known
 
     def _apply_acquisition(self, e: Event) -> bool:
         if e.outcome != "won" or e.customer_id is None:

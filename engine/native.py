@@ -84,24 +84,30 @@ def read_manifest(build_dir: Path = BUILD_DIR) -> dict | None:
 def status(build_dir: Path = BUILD_DIR, honour_env: bool = True) -> tuple[bool, str]:
     """(usable, why): whether the build in ``build_dir`` matches this source and this Python
     (and, with ``honour_env``, whether :data:`PURE_ENV` allows it)."""
+    manifest, why = _usable_manifest(build_dir, honour_env)
+    return manifest is not None, why
+
+
+def _usable_manifest(build_dir: Path, honour_env: bool) -> tuple[dict | None, str]:
+    """The build's manifest if the build can be used, else None; and why."""
     if honour_env and os.environ.get(PURE_ENV, "").strip().lower() in ("1", "true", "yes"):
-        return False, f"{PURE_ENV} is set"
+        return None, f"{PURE_ENV} is set"
     manifest = read_manifest(build_dir)
     if manifest is None:
-        return False, "not built (kpi-engine native build)"
+        return None, "not built (kpi-engine native build)"
     if manifest.get("abi") != _abi():
-        return False, f"built for another Python ({manifest.get('abi')})"
+        return None, f"built for another Python ({manifest.get('abi')})"
     try:
         current = source_digest()
     except OSError as exc:
-        return False, f"sources not readable: {exc}"
+        return None, f"sources not readable: {exc}"
     if manifest.get("digest") != current:
-        return False, "sources changed since the build (kpi-engine native build)"
+        return None, "sources changed since the build (kpi-engine native build)"
     files = manifest.get("files", {})
     missing = [name for name, rel in files.items() if not (build_dir / rel).is_file()]
     if set(MODULES) - set(files) or missing:
-        return False, "build incomplete (kpi-engine native build)"
-    return True, f"compiled ({len(MODULES)} modules, mypy {manifest.get('mypy', '?')})"
+        return None, "build incomplete (kpi-engine native build)"
+    return manifest, f"compiled ({len(MODULES)} modules, mypy {manifest.get('mypy', '?')})"
 
 
 class _Finder(importlib.abc.MetaPathFinder):
@@ -127,13 +133,12 @@ def activate(build_dir: Path = BUILD_DIR) -> bool:
     global _active
     if _active is not None:
         return True
-    usable, _ = status(build_dir)
-    if not usable:
-        return False
-    manifest = read_manifest(build_dir) or {}
-    files = {name: build_dir / rel for name, rel in manifest["files"].items()}
     if any(name in sys.modules for name in MODULES):
         return False  # already imported interpreted: mixing both in one process is not allowed
+    manifest, _ = _usable_manifest(build_dir, honour_env=True)
+    if manifest is None:
+        return False
+    files = {name: build_dir / rel for name, rel in manifest["files"].items()}
     _active = _Finder(files)
     sys.meta_path.insert(0, _active)
     return True

@@ -53,17 +53,15 @@ _MINUTE_US = 60 * MICRO
 
 # -- questions over the cores (pure) -------------------------------------------------------------
 
-def recent_activities(cores: Iterable[Core], calendar: Calendar, lo: int, hi: int,
-                      team: str | None = None) -> tuple[dict[str, int], list[int]]:
-    """Activities with ``lo ≤ occurred_at < hi`` (µs): counts by type, and per minute from ``lo``.
+def _activities(cores: Iterable[Core], calendar: Calendar, lo: int,
+                hi: int) -> Iterator[tuple[int, str | None, str, int]]:
+    """``(occurred_at, team, activity type, count)`` of activities with ``lo ≤ occurred_at < hi``.
 
     Read from the day buckets' contributions (activities are fixed contributions, never
     retracted), so it needs no change to the core and costs one pass over at most a few days.
     """
-    by_type = dict.fromkeys(ACTIVITY_TYPES, 0)
-    per_minute = [0] * max(0, -(-(hi - lo) // _MINUTE_US))
     if hi <= lo:
-        return by_type, per_minute
+        return
     first, last = calendar.local_day(lo), calendar.local_day(hi - 1)
     for core in cores:
         for day in range(first, last + 1):
@@ -72,13 +70,23 @@ def recent_activities(cores: Iterable[Core], calendar: Calendar, lo: int, hi: in
                 continue
             for contributions in (bucket.fixed, bucket.items.values()):
                 for c in contributions:
-                    if not lo <= c.ts < hi or (team is not None and c.team != team):
+                    if not lo <= c.ts < hi:
                         continue
                     for index, amount in c.values:
                         name = _ACTIVITY_OF_INDEX.get(index)
                         if name is not None:
-                            by_type[name] += amount
-                            per_minute[(c.ts - lo) // _MINUTE_US] += amount
+                            yield c.ts, c.team, name, amount
+
+
+def recent_activities(cores: Iterable[Core], calendar: Calendar, lo: int, hi: int,
+                      team: str | None = None) -> tuple[dict[str, int], list[int]]:
+    """Activities with ``lo ≤ occurred_at < hi`` (µs): counts by type, and per minute from ``lo``."""
+    by_type = dict.fromkeys(ACTIVITY_TYPES, 0)
+    per_minute = [0] * max(0, -(-(hi - lo) // _MINUTE_US))
+    for ts, their_team, name, amount in _activities(cores, calendar, lo, hi):
+        if team is None or their_team == team:
+            by_type[name] += amount
+            per_minute[(ts - lo) // _MINUTE_US] += amount
     return by_type, per_minute
 
 
@@ -86,25 +94,12 @@ def activities_by_team(cores: Iterable[Core], calendar: Calendar, lo: int,
                        hi: int) -> dict[str, dict[str, int]]:
     """Activities with ``lo ≤ occurred_at < hi`` by team and type, in one pass (the gauges)."""
     teams: dict[str, dict[str, int]] = {}
-    if hi <= lo:
-        return teams
-    first, last = calendar.local_day(lo), calendar.local_day(hi - 1)
-    for core in cores:
-        for day in range(first, last + 1):
-            bucket = core.days.get(day)
-            if bucket is None:
-                continue
-            for contributions in (bucket.fixed, bucket.items.values()):
-                for c in contributions:
-                    if c.team is None or not lo <= c.ts < hi:
-                        continue
-                    for index, amount in c.values:
-                        name = _ACTIVITY_OF_INDEX.get(index)
-                        if name is not None:
-                            by_type = teams.get(c.team)
-                            if by_type is None:
-                                by_type = teams[c.team] = dict.fromkeys(ACTIVITY_TYPES, 0)
-                            by_type[name] += amount
+    for _, team, name, amount in _activities(cores, calendar, lo, hi):
+        if team is not None:
+            by_type = teams.get(team)
+            if by_type is None:
+                by_type = teams[team] = dict.fromkeys(ACTIVITY_TYPES, 0)
+            by_type[name] += amount
     return teams
 
 
