@@ -32,8 +32,8 @@ Decisions where the SPEC is silent:
   0001–9999), hours 00–23, minutes and seconds 00–59 (a leap second ``:60`` is rejected, as
   by most parsers), offsets up to ±23:59; ``-00:00`` means UTC. Fractions of any length are
   truncated to microseconds.
-- Money beyond 1.8e302 (whose micro-units overflow a double) is converted exactly from its
-  integral value instead of failing.
+- Money above :data:`MONEY_MAX` (9e12) is ``invalid_field``: its micro-units would not fit the
+  ledger's 64-bit integers (the issue: 1.8e13 crashed ingest, again after every restart).
 - ``currency`` must equal the configured code exactly (``"gbp"`` is not ``"GBP"``); a non-string
   currency is ``invalid_field``. On the other four types it is an unknown field and ignored.
 - ``source`` is any string; ``duration_seconds`` and ``source`` are validated but not stored.
@@ -311,16 +311,23 @@ def _optional_string(doc: dict[str, Any], name: str) -> str | None:
     raise _Reject("invalid_field", f"{name} must be a string, got {_describe(value)}")
 
 
+#: The largest amount or MRR accepted: its micro-units (9e18) fit a signed 64-bit integer, the
+#: encoding of the ledger and of most consumers; a round number, so that the published schemas
+#: (``maximum``) and this check agree on every JSON number.
+MONEY_MAX: Final = 9_000_000_000_000
+
+
 def _money(name: str, value: Any) -> int:
     kind = type(value)
-    if (kind is not int and kind is not float) or not 0 <= value < _INFINITY:
-        raise _Reject("invalid_field",
-                      f"{name} must be a number ≥ 0 (not a string or boolean), "
-                      f"got {_describe(value)}")
-    try:
-        return to_micros(value)
-    except OverflowError:  # value * 10**6 exceeds a double; such a float is integral anyway
-        return int(value) * MICRO
+    if (kind is not int and kind is not float) or not 0 <= value <= MONEY_MAX:
+        raise _Reject("invalid_field", _money_detail(name, value))
+    return to_micros(value)
+
+
+def _money_detail(name: str, value: Any) -> str:
+    if (type(value) is int or type(value) is float) and value > MONEY_MAX:
+        return f"{name} must be at most {MONEY_MAX:,} (9e12), got {_describe(value)}"
+    return f"{name} must be a number ≥ 0 (not a string or boolean), got {_describe(value)}"
 
 
 def _required_money(doc: dict[str, Any], name: str, context: str) -> int:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from engine.config import config_from_mapping
 from engine.decode import (
+    MONEY_MAX,
     TIMESTAMP_PATTERN,
     Decoder,
     _parse_timestamp_by_pattern,
@@ -378,13 +379,26 @@ def test_timestamp_pattern_has_no_anchors_or_groups_that_would_change_its_meanin
 
 @pytest.mark.parametrize("value, micros", [
     (0, 0), (0.0, 0), (-0.0, 0), (5, 5_000_000), (19.99, 19_990_000), (0.1, 100_000),
-    (0.000001, 1), (1234567.891234, 1_234_567_891_234), (10**15, 10**21),
-    (1e300, round(1e300 * MICRO)), (1.7e308, int(1.7e308) * MICRO),
-    (18446744073709551615, 18446744073709551615 * MICRO),
+    (0.000001, 1), (1234567.891234, 1_234_567_891_234), (10**12, 10**18),
+    (9_000_000_000_000, 9 * 10**18), (9e12, 9 * 10**18), (8999999999999.5, round(8999999999999.5 * MICRO)),
 ])
 def test_money_becomes_exact_micro_units(value, micros):
     assert assert_valid(run(message("spend.recorded", amount=value))).amount == micros
     assert assert_valid(run(message("subscription.started", mrr=value))).mrr == micros
+
+
+@pytest.mark.parametrize("value", [9_000_000_000_001, 9.000000000001e12, 1.8e13,
+                                   18446744073709551615, 10**15, 1e300, 1.7e308])
+@pytest.mark.parametrize("event_type, field", [
+    ("spend.recorded", "amount"), ("subscription.started", "mrr"), ("deal.created", "amount"),
+    ("deal.closed", "amount"),
+])
+def test_money_whose_micro_units_overflow_64_bits_is_invalid_field(event_type, field, value):
+    # 1.8e13 passed once and crashed ingest on the ledger's 64-bit integers, after every restart.
+    rejection = run(message(event_type, **{field: value}))
+    assert_rejected(rejection, "invalid_field", field)
+    assert "at most 9,000,000,000,000" in rejection.detail
+    assert MONEY_MAX * MICRO < 2**63
 
 
 @pytest.mark.parametrize("value", [-1, -0.01, -1e-9, "100", "", True, False, [], {}, [1]])

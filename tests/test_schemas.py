@@ -148,7 +148,8 @@ BASES = [{"event_id": "e-1", "type": t, "occurred_at": T, "schema_version": 1, *
 BASES.append({**BASES[4], "outcome": "lost"})
 MISSING = object()
 PALETTE = [
-    MISSING, None, True, False, 0, 1, 1.0, -1, 0.5, -0.0, 1e300, 2**64 - 1, "", "x", "x" * 128,
+    MISSING, None, True, False, 0, 1, 1.0, -1, 0.5, -0.0, 1e300, 2**64 - 1, 9e12, 9_000_000_000_001,
+    9.000000000001e12, 1.8e13, "", "x", "x" * 128,
     "x" * 129, "é" * 128, "a\u0000b", "a\u007fb", "a\nb", "a\u0085b", "EUR", "eur", "USD",
     "won", "lost", "call", "sales", "lead.created", "deal.closed", "spend.recorded",
     "2026-03-29T01:30:00Z", "2026-03-29t01:30:00z", "2026-03-29 01:30:00.123456789-05:30",
