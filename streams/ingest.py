@@ -37,10 +37,16 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import (
+    CommitFailedError,
+    ConsumerStoppedError,
+    CorruptRecordException,
+    KafkaError,
+    UnsupportedCodecError,
+)
 from mode import Service
 
 from engine.config import Config
@@ -82,6 +88,77 @@ FETCH_PARTITION_BYTES = 4 * 1024 * 1024
 FETCH_MAX_WAIT_MS = 100
 
 
+#: How much of a record a dead letter keeps (:func:`dead_letter_copy`).
+WHOLE, TRUNCATED, BARE = range(3)
+
+
+def dead_letter_copy(record: Any, rejection: Rejection,
+                     level: int) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    """``(key, value, headers)`` of the dead letter of ``record`` at ``level``.
+
+    ``WHOLE``: the original key, value and headers plus the ``kpi-*`` headers. ``TRUNCATED``,
+    for a dead letter the producer or broker refused as too large: the value cut to
+    :data:`TRUNCATED_VALUE_BYTES` (header ``kpi-truncated-from-bytes``: its full size), the
+    original headers only if they are small (else ``kpi-headers-dropped``: how many), the key
+    likewise. ``BARE``: the ``kpi-*`` headers alone. The source headers always say where the
+    original is, so it can be read from the input topic while retention keeps it.
+    """
+    key, value = record.key, record.value
+    original = list(record.headers or ())
+    headers = [
+        (HEADER_REASON, rejection.reason.encode()),
+        (HEADER_DETAIL, rejection.detail.encode("utf-8", "replace")),
+        (HEADER_SOURCE_TOPIC, record.topic.encode()),
+        (HEADER_SOURCE_PARTITION, str(record.partition).encode()),
+        (HEADER_SOURCE_OFFSET, str(record.offset).encode()),
+    ]
+    if level == WHOLE:
+        return _never_empty(key, value, original + headers)
+    if value is not None and (level == BARE or len(value) > TRUNCATED_VALUE_BYTES):
+        headers.append(("kpi-truncated-from-bytes", str(len(value)).encode()))
+        value = None if level == BARE else value[:TRUNCATED_VALUE_BYTES]
+    if key is not None and (level == BARE or len(key) > TRUNCATED_VALUE_BYTES):
+        headers.append(("kpi-key-dropped-bytes", str(len(key)).encode()))
+        key = None
+    header_bytes = sum(len(k) + len(v or b"") for k, v in original)
+    if original and (level == BARE or header_bytes > TRUNCATED_VALUE_BYTES):
+        headers.append(("kpi-headers-dropped", str(len(original)).encode()))
+        original = []
+    return _never_empty(key, value, original + headers)
+
+
+def _never_empty(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+                 ) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    """The client sends no record without key and value (other clients do, and a stand-in
+    for an unreadable record has neither): an empty value then, and a header saying so."""
+    if key is None and value is None:
+        return None, b"", headers + [("kpi-value-absent", b"true")]
+    return key, value, headers
+
+
+class UnreadableRecord(NamedTuple):
+    """Stands in for an input record the Kafka client could not parse (a header key that is
+    not UTF-8, a batch that cannot be decompressed): dead-lettered without key, value or
+    headers, which cannot be read, and counted as ``invalid_field``."""
+
+    topic: str
+    partition: int
+    offset: int
+    rejection: Rejection
+    key: None = None
+    value: None = None
+    headers: tuple = ()
+    timestamp: int = -1
+
+
+def unreadable(exc: BaseException) -> bool:
+    """Whether ``exc`` from ``getmany`` means a record cannot be parsed (as opposed to the
+    consumer stopping, or a Kafka error that says nothing about the data)."""
+    if isinstance(exc, (UnsupportedCodecError, CorruptRecordException)):
+        return True
+    return not isinstance(exc, (KafkaError, ConsumerStoppedError, asyncio.CancelledError))
+
+
 class _Send:
     """One part of a batch: bundles per target partition, dead letters, and bookkeeping."""
 
@@ -121,6 +198,9 @@ class Ingest(Service):
         self._lock = asyncio.Lock()  # one batch at a time; revocation waits for it
         self._pending: _Send | None = None  # sent, acknowledgement not awaited yet
         self._committable: dict[TopicPartition, int] = {}
+        #: per input partition, the offset after the last record forwarded (where to seek
+        #: back to when ``getmany`` failed half-way: records it drained are lost with it)
+        self._resume: dict[TopicPartition, int] = {}
         self._last_commit = 0.0
         self._last_lag = 0.0
         self._stopping = False
@@ -158,18 +238,29 @@ class Ingest(Service):
         for tp, records in batch.items():
             p = tp.partition
             for record in records:
+                # The clock checks judge against the record's Kafka timestamp, so that a
+                # message judged again (after a crash or rebalance) gets the same verdict.
+                clock = record.timestamp * 1000 if record.timestamp is not None \
+                    and record.timestamp >= 0 else now_us
                 try:  # _verdict(), inlined
                     result = decode(record.value)
                     if type(result) is not Rejection:
-                        result = check_live_time(result, now_us) or result
+                        result = check_live_time(result, clock) or result
+                    elif type(record) is UnreadableRecord:
+                        result = record.rejection
                 except Exception:
-                    result = self._verdict(record.value, now_us)  # logs, never raises
+                    result = self._verdict(record.value, clock)  # logs, never raises
+                if type(result) is not Rejection:
+                    try:
+                        items = event_items(result, p, record.offset)
+                    except Exception as exc:  # e.g. a value the ledger cannot encode
+                        log.exception("could not encode an event; dead-lettering it")
+                        result = Rejection("invalid_field",
+                                           f"the engine could not encode this event: {exc!r}")
                 if type(result) is Rejection:
                     part.dead_letters.append((record, result))
                     part.invalid[result.reason] += 1
                     items = [invalid_item(result.reason, p, record.offset)]
-                else:
-                    items = event_items(result, p, record.offset)
                 for key, data in items:
                     q = crc32(key.encode()) % n  # partition_for_key(), inlined
                     size = part.sizes.get(q, 0) + len(data) + 1
@@ -217,7 +308,7 @@ class Ingest(Service):
                 except Exception as exc:
                     log.warning("dead letter of %s[%d]@%d refused (%r); sending it truncated",
                                 record.topic, record.partition, record.offset, exc)
-                    await (await self._send_dead_letter(record, rejection, truncate=True))
+                    await self._resend_dead_letter(record, rejection)
         except Exception as exc:
             self.on_fatal(exc)
             raise
@@ -227,26 +318,36 @@ class Ingest(Service):
 
     async def _send_dead_letter(self, record: Any, rejection: Rejection, *,
                                 truncate: bool) -> Any:
-        value = record.value
-        headers = list(record.headers or ())
-        headers += [
-            (HEADER_REASON, rejection.reason.encode()),
-            (HEADER_DETAIL, rejection.detail.encode("utf-8", "replace")),
-            (HEADER_SOURCE_TOPIC, record.topic.encode()),
-            (HEADER_SOURCE_PARTITION, str(record.partition).encode()),
-            (HEADER_SOURCE_OFFSET, str(record.offset).encode()),
-        ]
-        if truncate and value is not None and len(value) > TRUNCATED_VALUE_BYTES:
-            headers.append(("kpi-truncated-from-bytes", str(len(value)).encode()))
-            value = value[:TRUNCATED_VALUE_BYTES]
-        try:
-            return await self.producer.send(self.dead_letter_topic, value, key=record.key,
-                                            headers=headers)
-        except Exception as exc:
-            if truncate:
-                self.on_fatal(exc)
-                raise
-            return await self._send_dead_letter(record, rejection, truncate=True)
+        """Send the dead letter of ``record`` (a future of its acknowledgement); ``truncate``:
+        start with a copy that fits (:func:`dead_letter_copy`). Only when even the bare copy
+        is refused does the process stop (the topic is gone, or Kafka is down)."""
+        levels = (TRUNCATED, BARE) if truncate else (WHOLE, TRUNCATED, BARE)
+        for level in levels:
+            key, value, headers = dead_letter_copy(record, rejection, level)
+            try:
+                return await self.producer.send(self.dead_letter_topic, value, key=key,
+                                                headers=headers)
+            except Exception as exc:
+                if level == BARE:
+                    self.on_fatal(exc)
+                    raise
+                log.warning("dead letter of %s[%d]@%d refused (%r); sending a smaller copy",
+                            record.topic, record.partition, record.offset, exc)
+        raise AssertionError("unreachable")
+
+    async def _resend_dead_letter(self, record: Any, rejection: Rejection) -> None:
+        """The broker refused the whole dead letter: a truncated copy, else a bare one."""
+        for level in (TRUNCATED, BARE):
+            key, value, headers = dead_letter_copy(record, rejection, level)
+            try:
+                await (await self.producer.send(self.dead_letter_topic, value, key=key,
+                                                headers=headers))
+                return
+            except Exception as exc:
+                if level == BARE:
+                    raise  # _settle stops the process
+                log.warning("truncated dead letter of %s[%d]@%d refused (%r); sending it bare",
+                            record.topic, record.partition, record.offset, exc)
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -260,6 +361,9 @@ class Ingest(Service):
         """
         async with self._lock:
             parts = self.plan(batch, now_micros()) if batch else []
+            for tp, records in batch.items():
+                if records:
+                    self._resume[tp] = records[-1].offset + 1
             await self._settle()
             for part in parts[:-1]:
                 await self._send(part)
@@ -272,8 +376,14 @@ class Ingest(Service):
         assert consumer is not None
         try:
             while not self._stopping:
-                batch = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS,
-                                               max_records=BATCH_RECORDS)
+                try:
+                    batch = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS,
+                                                   max_records=BATCH_RECORDS)
+                except Exception as exc:
+                    if not unreadable(exc):
+                        raise
+                    await self._read_carefully(consumer, exc)
+                    continue
                 await self.forward(batch)  # an empty batch settles the last one
                 if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_SECONDS:
                     await self._commit(consumer.assignment())
@@ -288,6 +398,61 @@ class Ingest(Service):
             log.exception("the ingest stage failed")
             if self.on_crash is not None:
                 await self.on_crash(exc)
+
+    async def _read_carefully(self, consumer: AIOKafkaConsumer, error: BaseException) -> None:
+        """``getmany`` raised while parsing records: find each record that cannot be parsed,
+        dead-letter a stand-in for it (:class:`UnreadableRecord`) and forward the others.
+
+        Why this way: aiokafka parses a fetched batch as it hands out records, raises at the
+        first one it cannot parse, and drops what that call had drained (of any partition);
+        reading again would raise again, forever. So every partition is first sought back to
+        the record after the last one forwarded, then read one record per call — the records
+        of the failing call lie within :data:`BATCH_RECORDS` of that point — and where a call
+        raises, the partition's position names the record that cannot be read.
+        """
+        log.warning("the Kafka client could not read a fetched record (%r); reading the input "
+                    "one record at a time to find it", error)
+        for tp in sorted(consumer.assignment()):
+            await self._seek_back(consumer, tp)
+        for tp in sorted(consumer.assignment()):
+            clean = 0
+            pending: list[Any] = []
+            while clean <= BATCH_RECORDS and not self._stopping:
+                try:
+                    got = await consumer.getmany(tp, timeout_ms=POLL_TIMEOUT_MS, max_records=1)
+                except Exception as exc:
+                    if not unreadable(exc):
+                        raise
+                    await consumer.getmany(tp, timeout_ms=0)  # moves the position to it
+                    offset = await consumer.position(tp)
+                    pending.append(UnreadableRecord(
+                        tp.topic, tp.partition, offset,
+                        Rejection("invalid_field", "the Kafka client could not read this "
+                                  f"record ({exc!r}); a record header key must be UTF-8, a "
+                                  "batch compressed with gzip, snappy, lz4 or zstd")))
+                    log.warning("%s[%d]@%d cannot be read; dead-lettering a stand-in (%r)",
+                                tp.topic, tp.partition, offset, exc)
+                    await self.forward({tp: pending})
+                    pending = []
+                    consumer.seek(tp, offset + 1)
+                    clean = 0
+                    continue
+                records = got.get(tp)
+                if not records:
+                    break  # caught up
+                pending.extend(records)
+                clean += len(records)
+            await self.forward({tp: pending} if pending else {})
+
+    async def _seek_back(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:
+        offset = self._resume.get(tp)
+        if offset is None:
+            committed = await consumer.committed(tp)
+            if committed is None:
+                await consumer.seek_to_beginning(tp)
+                return
+            offset = committed
+        consumer.seek(tp, offset)
 
     async def _report_lag(self, consumer: AIOKafkaConsumer) -> None:
         """Messages behind the end of each assigned input partition (for the lag alert).
@@ -326,6 +491,7 @@ class Ingest(Service):
         await self._commit(set(revoked))
         for tp in revoked:
             self._committable.pop(tp, None)
+            self._resume.pop(tp, None)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
