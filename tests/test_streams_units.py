@@ -192,7 +192,7 @@ def test_judge_dead_letters_clock_violations_and_never_raises(tmp_path, monkeypa
 
 def _record(partition: int, offset: int, value: bytes | None) -> SimpleNamespace:
     return SimpleNamespace(topic="in", partition=partition, offset=offset, key=None,
-                           value=value, headers=())
+                           value=value, headers=(), timestamp=-1)
 
 
 def test_a_batch_keeps_each_input_partitions_order_and_cuts_oversized_bundles(
