@@ -85,6 +85,11 @@ class TopicsConfig:
     input: str = "crm.events"
     dead_letter: str = "crm.events.dlq"
     partitions: int = 4
+    #: Of every topic the worker creates (input, dead letters, bundles, ledger changelog,
+    #: Faust's own): 1 for a single development broker, 3 in production.
+    replication_factor: int = 1
+    #: Replicas that must have a write before it is acknowledged (producers use acks=all).
+    min_insync_replicas: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +277,10 @@ def _validate(config: Config) -> None:
                           "to cover the oldest reported window (year offset 1)")
     if config.topics.partitions < 1:
         raise ConfigError("[topics] partitions must be ≥ 1")
+    if config.topics.replication_factor < 1:
+        raise ConfigError("[topics] replication_factor must be ≥ 1")
+    if not 1 <= config.topics.min_insync_replicas <= config.topics.replication_factor:
+        raise ConfigError("[topics] min_insync_replicas must be 1..replication_factor")
     if not 0 <= config.worker.web_port <= 65535:
         raise ConfigError("[worker] web_port must be 0..65535")
     proto = config.kafka.security_protocol

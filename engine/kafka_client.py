@@ -47,8 +47,10 @@ def _as_config(target: str | KafkaConfig) -> KafkaConfig:
 
 
 async def ensure_topics(kafka_config: KafkaConfig, topics: Mapping[str, int],
-                        replication: int = 1) -> list[str]:
+                        replication: int = 1,
+                        configs: Mapping[str, Mapping[str, str]] | None = None) -> list[str]:
     """Create the topics ``{name: partitions}`` that do not exist yet; return those created.
+    ``configs``: topic configs by topic name (e.g. ``min.insync.replicas``).
 
     Idempotent: an existing topic is left as it is (its partition count is not changed, since
     repartitioning a keyed topic would move keys between partitions).
@@ -59,7 +61,9 @@ async def ensure_topics(kafka_config: KafkaConfig, topics: Mapping[str, int],
     await admin.start()
     try:
         response = await admin.create_topics(
-            [NewTopic(name, partitions, replication) for name, partitions in topics.items()])
+            [NewTopic(name, partitions, replication,
+                      topic_configs=dict((configs or {}).get(name, {})))
+             for name, partitions in topics.items()])
     finally:
         await admin.close()
     created = []

@@ -64,6 +64,7 @@ def create_app(config: Config) -> faust.App:
         web_tables_enabled=False,
         web_graph_enabled=False,
         topic_partitions=config.topics.partitions,
+        topic_replication_factor=config.topics.replication_factor,
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
         producer_linger_ms=PRODUCER_LINGER_MS,

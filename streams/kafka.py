@@ -34,6 +34,11 @@ EXIT_KAFKA_FAILURE = 70
 #: over-limit input message plus the dead-letter headers).
 MIN_REQUEST_BYTES = 1_048_576
 DEAD_LETTER_HEADROOM_BYTES = 64 * 1024
+#: How long a send may wait for the broker (its leader, its acknowledgement) before it counts
+#: as failed: long enough to ride out a broker restart or a leader election. aiokafka's batch
+#: lifetime is its request timeout; an idempotent producer retries within it without
+#: duplicating or reordering what it sent.
+DELIVERY_TIMEOUT_MS = 180_000
 
 FatalHandler = Callable[[BaseException], Any]
 
@@ -47,12 +52,15 @@ def exit_on_kafka_failure(exc: BaseException) -> NoReturn:
 
 
 def new_producer(config: Config, client_id_suffix: str) -> AIOKafkaProducer:
-    """An unstarted producer for one stage: every send acknowledged by all in-sync replicas."""
+    """An unstarted producer for one stage: every send acknowledged by all in-sync replicas,
+    idempotent, retried for up to :data:`DELIVERY_TIMEOUT_MS`."""
     kwargs = client_kwargs(config.kafka)
     kwargs["client_id"] = f"{kwargs['client_id']}-{client_id_suffix}"
     return AIOKafkaProducer(
         **kwargs,
         acks="all",
+        enable_idempotence=True,
+        request_timeout_ms=DELIVERY_TIMEOUT_MS,
         linger_ms=0,
         max_request_size=max(MIN_REQUEST_BYTES,
                              config.limits.max_event_bytes + DEAD_LETTER_HEADROOM_BYTES),

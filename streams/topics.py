@@ -52,6 +52,30 @@ def topic_partitions(config: Config) -> dict[str, int]:
     return {config.topics.input: n, config.topics.dead_letter: n, bundles_topic_name(config): n}
 
 
+def topic_configs(config: Config) -> dict[str, dict[str, str]]:
+    """Topic configs of the topics in :func:`topic_partitions`, by name.
+
+    Every topic gets ``[topics] min_insync_replicas``. The bundles topic is never deleted by
+    time or size (``retention.ms``/``retention.bytes`` ``-1``): the ingest stage commits input
+    offsets once a bundle is acknowledged, before the apply stage has applied it, so a bundle
+    deleted unapplied (a worker down for longer than the broker's default week) would be an
+    event lost. The apply stage reads it once; the topic grows by what was forwarded.
+    """
+    isr = {"min.insync.replicas": str(config.topics.min_insync_replicas)}
+    return {config.topics.input: dict(isr), config.topics.dead_letter: dict(isr),
+            bundles_topic_name(config): bundles_topic_config(config)}
+
+
+def bundles_topic_config(config: Config) -> dict[str, str]:
+    return {"min.insync.replicas": str(config.topics.min_insync_replicas),
+            "retention.ms": "-1", "retention.bytes": "-1"}
+
+
+def changelog_topic_config(config: Config) -> dict[str, str]:
+    """Extra configs of the ledger's changelog (Faust makes it compacted)."""
+    return {"min.insync.replicas": str(config.topics.min_insync_replicas)}
+
+
 def partition_for_key(key: bytes, partitions: int) -> int:
     """The bundles (and ledger) partition of a route key.
 
@@ -77,6 +101,8 @@ def declare_topics(app: faust.App, config: Config) -> Topics:
     """Declare the bundles topic on ``app`` (raw keys and values) and name the others."""
     bundles = app.topic(bundles_topic_name(config), partitions=config.topics.partitions,
                         internal=True, key_type=bytes, value_type=bytes,
-                        key_serializer="raw", value_serializer="raw")
+                        key_serializer="raw", value_serializer="raw",
+                        replicas=config.topics.replication_factor,
+                        config=bundles_topic_config(config))
     return Topics(input=config.topics.input, dead_letter=config.topics.dead_letter,
                   bundles=bundles)

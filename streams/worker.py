@@ -38,7 +38,7 @@ from streams.kafka import FatalHandler, exit_on_kafka_failure
 from streams.metrics import WhenReady, WorkerMetrics
 from streams.retention import RETENTION_INTERVAL_SECONDS, Retention
 from streams.tables import LedgerTable, PartitionCores
-from streams.topics import LEDGER_TABLE, Topics, declare_topics
+from streams.topics import LEDGER_TABLE, Topics, changelog_topic_config, declare_topics
 from streams.views import register_views
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,7 @@ def build_worker(config: Config, *, on_fatal: FatalHandler = exit_on_kafka_failu
         key_type=bytes,
         value_type=bytes,  # bytes keys and values mean the raw codec (no JSON layer)
         partitions=config.topics.partitions,
+        extra_topic_configs=changelog_topic_config(config),
         beacon=app.tables.beacon,
         help="<partition>|<last bundle offset> -> the ledger entries of that apply round "
              "(streams.ledger).",

@@ -39,3 +39,13 @@ def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
         return f"{prefix}-{test}-{token}-{next(counter)}"
 
     return make
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``fault`` (long fault-injection runs) run only when asked: ``-m fault``."""
+    if "fault" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="opt-in fault test: run with -m fault")
+    for item in items:
+        if "fault" in item.keywords:
+            item.add_marker(skip)

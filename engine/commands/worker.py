@@ -81,14 +81,16 @@ def run(args: argparse.Namespace) -> int:
 
     from engine.kafka_client import ensure_topics, wait_for_broker
     from streams.heap import HeapKeeper
-    from streams.topics import topic_partitions
+    from streams.topics import topic_configs, topic_partitions
     from streams.worker import build_worker
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
         loop.run_until_complete(wait_for_broker(config.kafka, BROKER_WAIT_SECONDS))
-        loop.run_until_complete(ensure_topics(config.kafka, topic_partitions(config)))
+        loop.run_until_complete(ensure_topics(config.kafka, topic_partitions(config),
+                                              config.topics.replication_factor,
+                                              topic_configs(config)))
         mismatch = loop.run_until_complete(sharding_mismatch(config))
     except Exception as exc:
         print(f"kpi-engine worker: cannot prepare Kafka: {exc}", file=sys.stderr)
