@@ -55,6 +55,7 @@ from engine.event import Rejection
 from engine.kafka_client import client_kwargs
 from engine.timestamps import now_micros
 from streams.kafka import FatalHandler, exit_on_kafka_failure, new_producer
+from streams.input_identity import IdentityRecorder, fingerprint
 from streams.ledger import encode_bundle, event_items, invalid_item
 from streams.topics import (
     HEADER_DETAIL,
@@ -162,14 +163,15 @@ def unreadable(exc: BaseException) -> bool:
 class _Send:
     """One part of a batch: bundles per target partition, dead letters, and bookkeeping."""
 
-    __slots__ = ("bundles", "sizes", "dead_letters", "offsets", "consumed", "invalid",
-                 "futures", "dead_letter_futures")
+    __slots__ = ("bundles", "sizes", "dead_letters", "offsets", "fingerprints", "consumed",
+                 "invalid", "futures", "dead_letter_futures")
 
     def __init__(self) -> None:
         self.bundles: dict[int, list[bytes]] = {}
         self.sizes: dict[int, int] = {}
         self.dead_letters: list[tuple[Any, Rejection]] = []
         self.offsets: dict[TopicPartition, int] = {}  # committable once this part is acked
+        self.fingerprints: dict[TopicPartition, str] = {}  # of the record before each offset
         self.consumed = 0
         self.invalid: Counter[str] = Counter()
         self.futures: list[asyncio.Future] = []
@@ -201,6 +203,9 @@ class Ingest(Service):
         #: per input partition, the offset after the last record forwarded (where to seek
         #: back to when ``getmany`` failed half-way: records it drained are lost with it)
         self._resume: dict[TopicPartition, int] = {}
+        #: per input partition, the fingerprint of the record before the committable offset
+        self._fingerprints: dict[TopicPartition, str] = {}
+        self.identity = IdentityRecorder(config)
         self._last_commit = 0.0
         self._last_lag = 0.0
         self._stopping = False
@@ -276,6 +281,7 @@ class Ingest(Service):
                 part.consumed += 1
             if records:
                 offsets[tp] = records[-1].offset + 1
+                part.fingerprints[tp] = fingerprint(records[-1])
         part.offsets = offsets
         return parts
 
@@ -313,6 +319,7 @@ class Ingest(Service):
             self.on_fatal(exc)
             raise
         self._committable.update(part.offsets)
+        self._fingerprints.update(part.fingerprints)
         self.metrics.count_ingest(part.consumed, part.invalid)
         self.metrics.count_dead_letters(len(part.dead_letters))
 
@@ -480,9 +487,15 @@ class Ingest(Service):
         except (CommitFailedError, KafkaError) as exc:
             log.info("ingest offsets not committed (%r); will retry", exc)
             return
+        self.identity.update({tp: (offset, self._fingerprints.get(tp, ""))
+                              for tp, offset in offsets.items()})
         for tp, offset in offsets.items():
             if self._committable.get(tp) == offset:
                 del self._committable[tp]
+        try:
+            await self.identity.commit()
+        except (CommitFailedError, KafkaError) as exc:
+            log.info("input identity not recorded (%r); will retry", exc)
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         """Finish the batch in flight and commit what it covers before others take over."""
@@ -499,6 +512,7 @@ class Ingest(Service):
         config = self.config
         self.producer = new_producer(config, "ingest")
         await self.producer.start()
+        await self.identity.start()
         self.consumer = AIOKafkaConsumer(
             **client_kwargs(config.kafka),
             group_id=ingest_group(config),
@@ -524,6 +538,7 @@ class Ingest(Service):
             await self.consumer.stop()
         if self.producer is not None:
             await self.producer.stop()
+        await self.identity.stop()
 
 
 class _Rebalance(ConsumerRebalanceListener):

@@ -92,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
                                               config.topics.replication_factor,
                                               topic_configs(config)))
         mismatch = loop.run_until_complete(sharding_mismatch(config))
+        if not mismatch:
+            from streams.input_identity import input_topic_mismatch
+            mismatch = loop.run_until_complete(input_topic_mismatch(config))
     except Exception as exc:
         print(f"kpi-engine worker: cannot prepare Kafka: {exc}", file=sys.stderr)
         loop.close()
