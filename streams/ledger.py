@@ -176,62 +176,100 @@ def compact(shard: Shard, records: list[tuple[bytes, bytes]], partition: int, ho
 
     Call after :meth:`Shard.evict`: an entry is kept when its route key is still in
     ``shard.sources``. Only :func:`live_keys` records are read (others are superseded).
+    :class:`Compaction` does the same a few records at a time.
     """
+    compaction = Compaction(shard, partition, horizon, max_bytes)
     live = live_keys(key for key, _ in records)
-    sources = shard.sources
-    kept: list[bytes] = []
-    marked: set[str] = set()
-    duplicates = changed = 0
-    invalid: Counter[str] = Counter()
     for key, value in records:
-        if key not in live:
-            changed += 1
-            continue
+        compaction.feed(key, value, key in live)
+    return compaction.finish()
+
+
+class Compaction:
+    """:func:`compact` in steps, so that the retention pass can yield to the event loop
+    between them (:mod:`streams.retention`).
+
+    Which route keys are kept is decided by ``shard.sources`` as it is when the compaction
+    starts (right after :meth:`Shard.evict`): an apply round that runs between two steps and
+    brings an item of a forgotten key back must not bring that key's old entries back too.
+    """
+
+    __slots__ = ("shard", "partition", "horizon", "max_bytes", "keep", "kept", "marked",
+                 "duplicates", "invalid", "changed", "keys")
+
+    def __init__(self, shard: Shard, partition: int, horizon: int, max_bytes: int) -> None:
+        self.shard = shard
+        self.partition = partition
+        self.horizon = horizon
+        self.max_bytes = max_bytes
+        self.keep = frozenset(shard.sources)
+        self.kept: list[bytes] = []
+        self.marked: set[str] = set()
+        self.duplicates = 0
+        self.invalid: Counter[str] = Counter()
+        self.changed = 0
+        self.keys: list[bytes] = []
+
+    def feed(self, key: bytes, value: bytes, live: bool) -> None:
+        """One stored record; ``live``: whether :func:`live_keys` reads it."""
+        self.keys.append(key)
+        if not live:
+            self.changed += 1
+            return
+        keep = self.keep
         for entry in orjson.loads(value):
             route_key, kind, payload = entry[0], entry[1], entry[2]
             if kind == SUMMARY:
-                duplicates += payload["duplicate"]
-                invalid.update(payload["invalid"])
+                self.duplicates += payload["duplicate"]
+                self.invalid.update(payload["invalid"])
                 continue
             if kind in (DUPLICATE, INVALID, SOURCE):
                 if kind == DUPLICATE:
-                    duplicates += 1
-                    changed += 1
+                    self.duplicates += 1
+                    self.changed += 1
                 elif kind == INVALID:
-                    invalid[payload] += 1
-                    changed += 1
-                if route_key in sources:
-                    marked.add(route_key)
-            elif route_key in sources:
-                kept.append(_dumps(entry))
+                    self.invalid[payload] += 1
+                    self.changed += 1
+                if route_key in keep:
+                    self.marked.add(route_key)
+            elif route_key in keep:
+                self.kept.append(_dumps(entry))
             else:
-                changed += 1
-    if not changed:
-        return None
-    for route_key in sorted(marked):
-        last = sources[route_key]
-        pairs = ([(last & _PARTITION_MASK, last >> _PARTITION_BITS)] if type(last) is int
-                 else sorted(last.items()))
-        kept.extend(_dumps([route_key, SOURCE, None, p, offset]) for p, offset in pairs)
-    core = shard.core
-    kept.append(_dumps(["", SUMMARY, {"duplicate": duplicates, "invalid": dict(invalid),
-                                      "team_first": core.team_first,
-                                      "rep_first": core.rep_first}, -1, -1]))
-    groups: list[list[bytes]] = [[]]
-    size = 1  # a record is "[" + items joined by "," + "]"
-    for item in kept:
-        if size + len(item) + 1 > max_bytes and groups[-1]:
-            groups.append([])
-            size = 1
-        groups[-1].append(item)
-        size += len(item) + 1
-    upto = max(key_offset(key) for key, _ in records)
-    parts = [(compacted_key(partition, upto, horizon, i, len(groups)), encode_bundle(group))
-             for i, group in enumerate(groups)]
-    old = [key for key, _ in records]
-    if {key for key, _ in parts} & set(old):
-        return None  # the same compaction again (same horizon, nothing new)
-    return parts, old
+                self.changed += 1
+
+    def finish(self) -> tuple[list[tuple[bytes, bytes]], list[bytes]] | None:
+        """The record parts and the keys they replace; ``None`` if nothing changed."""
+        if not self.changed or not self.keys:
+            return None
+        sources = self.shard.sources
+        kept = self.kept
+        for route_key in sorted(self.marked):
+            last = sources.get(route_key)
+            if last is None:
+                continue
+            pairs = ([(last & _PARTITION_MASK, last >> _PARTITION_BITS)] if type(last) is int
+                     else sorted(last.items()))
+            kept.extend(_dumps([route_key, SOURCE, None, p, offset]) for p, offset in pairs)
+        core = self.shard.core
+        kept.append(_dumps(["", SUMMARY, {"duplicate": self.duplicates,
+                                          "invalid": dict(self.invalid),
+                                          "team_first": core.team_first,
+                                          "rep_first": core.rep_first}, -1, -1]))
+        groups: list[list[bytes]] = [[]]
+        size = 1  # a record is "[" + items joined by "," + "]"
+        for item in kept:
+            if size + len(item) + 1 > self.max_bytes and groups[-1]:
+                groups.append([])
+                size = 1
+            groups[-1].append(item)
+            size += len(item) + 1
+        upto = max(key_offset(key) for key in self.keys)
+        parts = [(compacted_key(self.partition, upto, self.horizon, i, len(groups)),
+                  encode_bundle(group)) for i, group in enumerate(groups)]
+        old = list(self.keys)
+        if {key for key, _ in parts} & set(old):
+            return None  # the same compaction again (same horizon, nothing new)
+        return parts, old
 
 
 def ledger_partition(key: bytes) -> int:
@@ -333,12 +371,15 @@ class Shard:
                 log.exception("cannot apply bundle item %.300r", item)
         return replays, errors
 
-    def evict(self, horizon: int) -> None:
-        """Forget state before ``horizon`` (µs): the core's, and the sources of dropped keys."""
+    def evict(self, horizon: int) -> int:
+        """Forget state before ``horizon`` (µs): the core's, and the sources of dropped keys;
+        the number of route keys forgotten (0: the ledger has nothing to compact away)."""
         dropped = set(evict(self.core, horizon))
         sources = self.sources
-        for key in [k for k in sources if k in dropped or bucket_key_expired(k, horizon)]:
+        forgotten = [k for k in sources if k in dropped or bucket_key_expired(k, horizon)]
+        for key in forgotten:
             del sources[key]
+        return len(forgotten)
 
     def restore(self, entries: Iterable[list]) -> int:
         """Re-apply ledger entries (in any order); return how many there were."""

@@ -7,8 +7,12 @@ compacted (:func:`streams.ledger.compact`, decisions in :mod:`streams.ledger`): 
 goes out through the ledger writer, the apply agent's path, so it reaches the changelog and the
 local store alike, then tombstones for the records it replaces, the same way.
 
-The eviction and the building of the new record run without an ``await``, so no apply round
-sees a shard half-evicted. An apply round may run while the writes are awaited; its record has
+A partition whose eviction forgot nothing is left as it is (no compaction, no writes). The
+eviction runs without an ``await``, so no apply round sees a shard half-evicted; the ledger is
+then read and the new record built in steps (:class:`streams.ledger.Compaction`) that yield to
+the event loop every :data:`BYTES_PER_STEP`, so the pass never holds the loop for long (it used
+to read and parse a whole partition in one go). Which route keys are kept was fixed at the
+eviction. An apply round may run between steps or while the writes are awaited; its record has
 a higher bundle offset than any the compaction replaces, so it stays live (``live_keys``). A
 rebalance meanwhile abandons the pass for that partition before its tombstones: the new owner
 rebuilds from the changelog, in which the compaction is either complete or ignored.
@@ -16,13 +20,14 @@ rebuilds from the changelog, in which the compaction is either complete or ignor
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 
 from engine.event import MICRO
 from engine.timestamps import now_micros
 from streams.apply import LEDGER_RECORD_MAX_BYTES, LedgerWriter
-from streams.ledger import compact
+from streams.ledger import Compaction, live_keys
 from streams.tables import LedgerTable, PartitionCores
 
 log = logging.getLogger(__name__)
@@ -31,6 +36,11 @@ log = logging.getLogger(__name__)
 RETENTION_INTERVAL_SECONDS = float(os.environ.get("RETENTION_INTERVAL_SECONDS", "3600"))
 
 _DAY_US = 86_400 * MICRO
+#: Work between two yields to the event loop, so that apply rounds, heartbeats and web
+#: requests go on during a pass over a partition with years of records: ledger keys listed,
+#: and bytes of ledger records parsed (~1-2 ms of work).
+KEYS_PER_STEP = 512
+BYTES_PER_STEP = 256 * 1024
 
 
 class Retention:
@@ -62,9 +72,27 @@ class Retention:
         shard = cores.get(partition)
         if shard is None:
             return False
-        shard.evict(horizon)
-        records = list(self.table.stored_items(partition))
-        result = compact(shard, records, partition, horizon, LEDGER_RECORD_MAX_BYTES)
+        if not shard.evict(horizon):
+            return False  # nothing forgotten: the ledger stays as it is
+        compaction = Compaction(shard, partition, horizon, LEDGER_RECORD_MAX_BYTES)
+        keys = []
+        for i, (key, _value) in enumerate(self.table.stored_items(partition), 1):
+            keys.append(key)
+            if i % KEYS_PER_STEP == 0 and not await self._still(shard, partition, epoch):
+                return False
+        live = live_keys(keys)
+        known = set(keys)  # records written meanwhile stay as they are (and stay live)
+        parsed = 0
+        for key, value in self.table.stored_items(partition):
+            if key not in known:
+                continue
+            compaction.feed(key, value, key in live)
+            parsed += len(value)
+            if parsed >= BYTES_PER_STEP:
+                parsed = 0
+                if not await self._still(shard, partition, epoch):
+                    return False
+        result = compaction.finish()
         if result is None:
             return False
         parts, old = result
@@ -75,4 +103,13 @@ class Retention:
         await self.writer.write_partition(partition, [(key, None) for key in old])
         log.info("partition %d: ledger compacted, %d records into %d", partition, len(old),
                  len(parts))
+        return True
+
+    async def _still(self, shard: object, partition: int, epoch: int) -> bool:
+        """Yield to the event loop; whether the partition's shard is still this one."""
+        await asyncio.sleep(0)
+        if self.cores.epoch != epoch or self.cores.get(partition) is not shard:
+            log.info("partition %d: rebalance during the retention pass; compaction skipped",
+                     partition)
+            return False
         return True
