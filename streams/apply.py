@@ -87,13 +87,34 @@ class Apply:
     """Applies rounds of bundles to the partition shards and writes their ledger records."""
 
     def __init__(self, app: faust.App, table: LedgerTable, writer: LedgerWriter,
-                 metrics: WorkerMetrics, on_fatal: FatalHandler = exit_on_kafka_failure) -> None:
+                 metrics: WorkerMetrics, on_fatal: FatalHandler = exit_on_kafka_failure,
+                 bundles_topic: str = "") -> None:
         self.app = app
+        self.bundles_topic = bundles_topic
         self.table = table
         self.heap = table.heap
         self.writer = writer
         self.metrics = metrics
         self.on_fatal = on_fatal
+        #: bundles partition -> offset after the last bundle applied (for the lag metric)
+        self.applied: dict[int, int] = {}
+
+    def lag(self) -> dict[int, int]:
+        """Bundles not yet applied per bundles partition held (known high-water marks only)."""
+        consumer = self.app.consumer
+        lag: dict[int, int] = {}
+        for tp in consumer.assignment():
+            if tp.topic != self.bundles_topic:
+                continue
+            high = consumer.highwater(tp)
+            position = self.applied.get(tp.partition)
+            if position is None:
+                committed = consumer._committed_offset.get(tp)  # Faust: the last one processed
+                position = committed + 1 if committed is not None else None
+            if high is None or high < 0 or position is None:
+                continue
+            lag[tp.partition] = max(0, high - position)
+        return lag
 
     def apply(self, bundles: Sequence[faust.EventT]) -> dict[int, tuple[bytes, bytes]]:
         """Apply bundles to memory; the ledger record ``(key, value)`` of each partition."""
@@ -107,6 +128,7 @@ class Apply:
             message = event.message
             partition = message.partition
             shard = cores.get(partition) or self._missing_shard(partition)
+            self.applied[partition] = message.offset + 1
             try:
                 items = orjson.loads(message.value)
             except orjson.JSONDecodeError:

@@ -63,6 +63,11 @@ class WorkerMetrics:
                                "Bundle items skipped because the same input message was "
                                "already taken: work redone after a crash or rebalance.",
                                registry=r)
+        self.answers_computed = Counter(
+            "kpi_answers_computed_total",
+            "Answers of /api/kpis, /api/events, /api/live and /metrics computed (each is "
+            "shared by the requests of one interval: streams.answers).", ["endpoint"],
+            registry=r)
         for reason in REASON_CODES:
             self.invalid.labels(reason)
         for event_type in EVENT_TYPES:
@@ -79,6 +84,10 @@ class WorkerMetrics:
               registry=self.registry).set_function(lambda: 1.0 if ready() else 0.0)
         Gauge("kpi_worker_partitions", "Partitions whose KPI state this worker holds.",
               registry=self.registry).set_function(lambda: float(partitions()))
+
+    def bind_apply_lag(self, lag: Callable[[], dict[int, int]]) -> None:
+        """``kpi_apply_lag_bundles{partition}``: bundles not yet applied, read at scrape time."""
+        self.registry.register(_ApplyLagCollector(lag))
 
     def count_ingest(self, consumed: int, invalid_by_reason: Tally[str]) -> None:
         self.consumed.inc(consumed)
@@ -147,4 +156,26 @@ class _LagCollector(Collector):
             "input partition.", labels=["topic", "partition"])
         for (topic, partition), lag in sorted(self.metrics.lag.items()):
             family.add_metric([topic, str(partition)], lag)
+        yield family
+
+
+class _ApplyLagCollector(Collector):
+    """``kpi_apply_lag_bundles{partition}``: bundles between the last one the apply stage has
+    applied and the end of each bundles partition it holds. With the ingest stage's
+    ``kpi_consumer_lag_messages`` it tells where a backlog sits: input not yet judged, or
+    judged and not yet in the KPI state."""
+
+    def __init__(self, lag: Callable[[], dict[int, int]]) -> None:
+        self.lag = lag
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "kpi_apply_lag_bundles",
+            "Bundles not yet applied to KPI state, per bundles partition held.",
+            labels=["partition"])
+        for partition, lag in sorted(self.lag().items()):
+            family.add_metric([str(partition)], lag)
         yield family

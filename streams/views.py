@@ -10,11 +10,17 @@ set being asked in turn) that is everything; the entity sharding makes per-parti
 exact, but a multi-worker deployment needs a merge in front, which is out of scope here.
 Its ``duplicate`` and ``invalid`` counts come from the durable ledger, so they survive restarts.
 
+``/api/kpis`` and ``/metrics`` are computed at most once per interval and shared between the
+requests of that interval, with a limit on distinct computations (:mod:`streams.answers`): an
+answer may be up to a second old, and the apply agent never waits behind a crowd of readers.
+
 ``/api/events`` is the report's ``events`` block alone: cheap enough to poll many times a
 second, e.g. to measure how soon an event produced to Kafka is counted.
 """
 
 from __future__ import annotations
+
+import math
 
 import faust
 import orjson
@@ -25,6 +31,7 @@ from engine.config import Config
 from engine.report import build_report
 from engine.timestamps import now_micros, parse_instant
 from engine.view import event_counts
+from streams.answers import Busy, SharedAnswers
 from streams.metrics import WorkerMetrics
 from streams.tables import PartitionCores
 from streams.wallboard import register_wallboard
@@ -36,13 +43,18 @@ def register_views(app: faust.App, config: Config, cores: PartitionCores,
                    metrics: WorkerMetrics) -> None:
     """Attach the views to ``app``'s web server."""
     calendar = Calendar(config.calendar)
+    answers = SharedAnswers(counter=metrics.answers_computed)
 
     @app.page("/metrics", name="kpi-metrics")
     async def prometheus_metrics(view: faust.web.View,
                                  request: faust.web.Request) -> faust.web.Response:
-        """Prometheus text exposition of this worker's registry."""
-        return view.bytes(generate_latest(metrics.registry),
-                          headers={"Content-Type": CONTENT_TYPE_LATEST})
+        """Prometheus text exposition of this worker's registry (shared: streams.answers)."""
+        try:
+            body = answers.get("metrics", cores.epoch,
+                               lambda: generate_latest(metrics.registry))
+        except Busy as exc:
+            return _busy(view, exc)
+        return view.bytes(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.page("/ready", name="kpi-ready")
     async def ready(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
@@ -66,8 +78,13 @@ def register_views(app: faust.App, config: Config, cores: PartitionCores,
         if not cores.ready:
             return view.bytes(orjson.dumps({"error": "not ready: KPI state is being rebuilt"}),
                               content_type=JSON, status=503)
-        report = build_report(cores.active_cores(), as_of, config, cores.counts())
-        return view.bytes(orjson.dumps(report), content_type=JSON)
+        key = (cores.epoch, None if text is None or not text.strip() else as_of)
+        try:
+            body = answers.get("kpis", key, lambda: orjson.dumps(
+                build_report(cores.active_cores(), as_of, config, cores.counts())))
+        except Busy as exc:
+            return _busy(view, exc)
+        return view.bytes(body, content_type=JSON)
 
     @app.page("/api/events", name="kpi-events")
     async def events(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
@@ -90,3 +107,8 @@ def register_views(app: faust.App, config: Config, cores: PartitionCores,
         return view.bytes(orjson.dumps(body), content_type=JSON)
 
     register_wallboard(app, config, cores, metrics)
+
+
+def _busy(view: faust.web.View, exc: Busy) -> faust.web.Response:
+    return view.bytes(orjson.dumps({"error": str(exc)}), content_type=JSON, status=503,
+                      headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))})

@@ -38,7 +38,13 @@ from streams.kafka import FatalHandler, exit_on_kafka_failure
 from streams.metrics import WhenReady, WorkerMetrics
 from streams.retention import RETENTION_INTERVAL_SECONDS, Retention
 from streams.tables import LedgerTable, PartitionCores
-from streams.topics import LEDGER_TABLE, Topics, changelog_topic_config, declare_topics
+from streams.topics import (
+    LEDGER_TABLE,
+    Topics,
+    bundles_topic_name,
+    changelog_topic_config,
+    declare_topics,
+)
 from streams.views import register_views
 
 log = logging.getLogger(__name__)
@@ -125,7 +131,9 @@ def build_worker(config: Config, *, on_fatal: FatalHandler = exit_on_kafka_failu
     # Dependencies added before the app starts are started first and stopped last.
     app.add_dependency(writer)
     app.add_dependency(ingest)
-    apply = Apply(app, table, writer, metrics, on_fatal=on_fatal)
+    apply = Apply(app, table, writer, metrics, on_fatal=on_fatal,
+                  bundles_topic=bundles_topic_name(config))
+    metrics.bind_apply_lag(apply.lag)
     register_agents(app, topics, apply)
     retention = Retention(config.limits.retention_days, cores, table, writer)
 
