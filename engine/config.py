@@ -99,6 +99,10 @@ class WorkerConfig:
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     store: str = "rocksdb://"
+    #: Static group membership (streams/membership.py): this worker's stable name in its
+    #: consumer groups, so that a restart takes its partitions back at once. "" derives one
+    #: from the host name and web port; "none" turns static membership off.
+    instance_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ import faust
 
 from engine.config import Config, KafkaConfig
 from engine.kafka_client import client_kwargs
+from streams.membership import instance_id
 
 #: Faust's own producer carries none of the worker's data (the stages have their own,
 #: :mod:`streams.kafka`); a short linger is right for whatever Faust sends itself.
@@ -65,6 +66,7 @@ def create_app(config: Config) -> faust.App:
         web_graph_enabled=False,
         topic_partitions=config.topics.partitions,
         topic_replication_factor=config.topics.replication_factor,
+        consumer_group_instance_id=instance_id(config),
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
         producer_linger_ms=PRODUCER_LINGER_MS,

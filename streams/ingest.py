@@ -57,6 +57,7 @@ from engine.timestamps import now_micros
 from streams.kafka import FatalHandler, exit_on_kafka_failure, new_producer
 from streams.input_identity import IdentityRecorder, fingerprint
 from streams.ledger import encode_bundle, event_items, invalid_item
+from streams.membership import instance_id
 from streams.topics import (
     HEADER_DETAIL,
     HEADER_REASON,
@@ -516,6 +517,7 @@ class Ingest(Service):
         self.consumer = AIOKafkaConsumer(
             **client_kwargs(config.kafka),
             group_id=ingest_group(config),
+            group_instance_id=instance_id(config),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=FETCH_PARTITION_BYTES,
