@@ -195,7 +195,7 @@ class Compaction:
     """
 
     __slots__ = ("shard", "partition", "horizon", "max_bytes", "keep", "kept", "marked",
-                 "duplicates", "invalid", "changed", "keys")
+                 "duplicates", "invalid", "changed", "keys", "taken")
 
     def __init__(self, shard: Shard, partition: int, horizon: int, max_bytes: int) -> None:
         self.shard = shard
@@ -209,6 +209,9 @@ class Compaction:
         self.invalid: Counter[str] = Counter()
         self.changed = 0
         self.keys: list[bytes] = []
+        #: (route key, input partition) -> highest source offset of a marker or ``source``
+        #: entry fed so far: a marker not above it is a repeat (see :meth:`Shard.restore`)
+        self.taken: dict[tuple[str, int], int] = {}
 
     def feed(self, key: bytes, value: bytes, live: bool) -> None:
         """One stored record; ``live``: whether :func:`live_keys` reads it."""
@@ -224,11 +227,17 @@ class Compaction:
                 self.invalid.update(payload["invalid"])
                 continue
             if kind in (DUPLICATE, INVALID, SOURCE):
+                source = (route_key, entry[3])
+                last = self.taken.get(source)
+                new = last is None or entry[4] > last
+                if new:
+                    self.taken[source] = entry[4]
                 if kind == DUPLICATE:
-                    self.duplicates += 1
+                    self.duplicates += new
                     self.changed += 1
                 elif kind == INVALID:
-                    self.invalid[payload] += 1
+                    if new:
+                        self.invalid[payload] += 1
                     self.changed += 1
                 if route_key in keep:
                     self.marked.add(route_key)
@@ -382,7 +391,16 @@ class Shard:
         return len(forgotten)
 
     def restore(self, entries: Iterable[list]) -> int:
-        """Re-apply ledger entries (in any order); return how many there were."""
+        """Re-apply ledger entries; return how many there were.
+
+        Event entries may come in any order (the core is idempotent). A ``duplicate`` or
+        ``invalid`` marker counts only if it is new, that is, if its source offset is above
+        the highest already taken for its route key and input partition: records are read in
+        the order they were written, so a repeat is a marker written twice, which a zombie
+        owner of the partition (paused past its session timeout, then resumed) can do while
+        the new owner writes the same round. Counting it again would double the counts, and
+        compaction would make that permanent.
+        """
         advance = self.advance
         apply = self.core.apply
         count = 0
@@ -397,13 +415,14 @@ class Shard:
                         if who not in first or ts < first[who]:
                             first[who] = ts
                 continue
-            advance(key, partition, offset)
+            new = advance(key, partition, offset)
             if kind == SOURCE:
                 continue
             if kind == DUPLICATE:
-                self.duplicates += 1
+                self.duplicates += new
             elif kind == INVALID:
-                self.invalid[payload] += 1
+                if new:
+                    self.invalid[payload] += 1
             else:
                 apply(Event(*payload), kind)
         return count

@@ -304,3 +304,34 @@ def test_the_pass_yields_to_the_event_loop_while_it_reads_and_parses() -> None:
     assert at_first_write[0] >= 10
     assert _kpis(_report(_restored(store))) == before
     assert _restored(store).counts() == live.counts()
+
+
+def test_markers_written_twice_by_a_zombie_owner_count_once_in_restore_and_compaction() -> None:
+    """Two live owners of a partition (one paused past its session timeout, then resumed)
+    can both write a round's ledger record; the second copy's markers must not count again,
+    neither on restore nor once compaction has folded them (which made it permanent)."""
+    live, store = _ledger(_history())
+    counts = live.counts()
+    records = sorted(store.items())
+    # the zombie repeats recent rounds (of entities still kept after eviction)
+    with_markers = [value for _, value in records
+                    if any(entry[1] in (INVALID, "duplicate") for entry in orjson.loads(value))
+                    ][-3:]
+    assert len(with_markers) == 3
+    last = max(int(key.split(b"|")[1]) for key in store)
+    zombie = dict(store)
+    for i, value in enumerate(with_markers):
+        zombie[ledger_key(PARTITION, last + 1 + i)] = value  # the same entries, a later round
+    restored = _shard()
+    restore_shard(restored, iter(sorted(zombie.items())))
+    assert restored.counts() == counts  # before: duplicate and invalid counts doubled
+
+    restored.evict(HORIZON)
+    parts, old = compact(restored, sorted(zombie.items()), PARTITION, HORIZON, 64 * 1024)
+    compacted = dict(parts)
+    assert _restored(compacted).counts() == counts
+    # the zombie writes again after the compaction: still counted once
+    upto = max(int(key.split(b"|")[1]) for key in compacted)
+    for i, value in enumerate(with_markers):
+        compacted[ledger_key(PARTITION, upto + 1 + i)] = value
+    assert _restored(dict(sorted(compacted.items()))).counts() == counts
