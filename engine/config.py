@@ -103,6 +103,10 @@ class WorkerConfig:
     #: consumer groups, so that a restart takes its partitions back at once. "" derives one
     #: from the host name and web port; "none" turns static membership off.
     instance_id: str = ""
+    #: Faust standby copies of each partition's ledger on other workers; each worker also
+    #: answers for its standby partitions (streams/replicas.py): workers − 1 lets every
+    #: worker answer for the whole company.
+    standby_replicas: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +289,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("[topics] replication_factor must be ≥ 1")
     if not 1 <= config.topics.min_insync_replicas <= config.topics.replication_factor:
         raise ConfigError("[topics] min_insync_replicas must be 1..replication_factor")
+    if config.worker.standby_replicas < 0:
+        raise ConfigError("[worker] standby_replicas must be ≥ 0")
     if not 0 <= config.worker.web_port <= 65535:
         raise ConfigError("[worker] web_port must be 0..65535")
     proto = config.kafka.security_protocol

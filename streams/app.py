@@ -25,6 +25,12 @@ from streams.membership import instance_id
 #: Faust's own producer carries none of the worker's data (the stages have their own,
 #: :mod:`streams.kafka`); a short linger is right for whatever Faust sends itself.
 PRODUCER_LINGER_MS = 5
+#: How long the group waits for a worker that stopped answering before its partitions go to
+#: the others (Faust: 60 s). With static membership (streams/membership.py) a restarted worker
+#: is back before that; this bounds the takeover of a worker that is gone (or stopped cleanly:
+#: a static member does not leave its group), while heartbeats (every 3 s, from Faust's
+#: consumer thread) keep a busy worker's session alive.
+SESSION_TIMEOUT_SECONDS = 20.0
 
 
 def broker_url(kafka: KafkaConfig) -> str:
@@ -67,6 +73,8 @@ def create_app(config: Config) -> faust.App:
         topic_partitions=config.topics.partitions,
         topic_replication_factor=config.topics.replication_factor,
         consumer_group_instance_id=instance_id(config),
+        table_standby_replicas=config.worker.standby_replicas,
+        broker_session_timeout=SESSION_TIMEOUT_SECONDS,
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
         producer_linger_ms=PRODUCER_LINGER_MS,

@@ -145,6 +145,18 @@ class LedgerTable(faust.Table):
         self.cores = cores
         self.heap = heap
         self.unconfirmed_batches = 0  # ledger writes sent and not yet acknowledged
+        #: told of every changelog record Faust reads (streams.replicas keeps standbys' shards)
+        self.on_changelog_record: Any = None
+
+    async def on_changelog_event(self, event: Any) -> None:
+        """Every record Faust's recovery reads, as it is read (the store gets them in batches,
+        later): the replicas of the standby partitions follow them."""
+        await super().on_changelog_event(event)
+        if self.on_changelog_record is not None:
+            try:
+                self.on_changelog_record(event)
+            except Exception:  # replicas are a convenience; recovery must not suffer
+                log.exception("replica update failed")
 
     # -- the local store -----------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from engine.timestamps import now_micros, parse_instant
 from engine.view import event_counts
 from streams.answers import Busy, SharedAnswers
 from streams.metrics import WorkerMetrics
+from streams.replicas import Replicas, cores_and_counts
 from streams.tables import PartitionCores
 from streams.wallboard import register_wallboard
 
@@ -40,8 +41,9 @@ JSON = "application/json"
 
 
 def register_views(app: faust.App, config: Config, cores: PartitionCores,
-                   metrics: WorkerMetrics) -> None:
-    """Attach the views to ``app``'s web server."""
+                   metrics: WorkerMetrics, replicas: Replicas | None = None) -> None:
+    """Attach the views to ``app``'s web server; ``replicas`` lets them answer for the standby
+    partitions too (:mod:`streams.replicas`)."""
     calendar = Calendar(config.calendar)
     answers = SharedAnswers(counter=metrics.answers_computed)
 
@@ -75,16 +77,18 @@ def register_views(app: faust.App, config: Config, cores: PartitionCores,
             except ValueError as exc:
                 return view.bytes(orjson.dumps({"error": str(exc)}), content_type=JSON,
                                   status=400)
-        if not cores.ready:
-            return view.bytes(orjson.dumps({"error": "not ready: KPI state is being rebuilt"}),
-                              content_type=JSON, status=503)
-        key = (cores.epoch, None if text is None or not text.strip() else as_of)
+        served, missing = coverage(cores, replicas)
+        partial = request.query.get("partial", "") in ("1", "true")
+        if not served or (missing and not partial):
+            return _missing(view, cores, served, missing)
+        key = (cores.epoch, tuple(p for p, _ in served),
+               None if text is None or not text.strip() else as_of)
         try:
             body = answers.get("kpis", key, lambda: orjson.dumps(
-                build_report(cores.active_cores(), as_of, config, cores.counts())))
+                build_report(*_report_inputs(served, as_of, config))))
         except Busy as exc:
             return _busy(view, exc)
-        return view.bytes(body, content_type=JSON)
+        return view.bytes(body, content_type=JSON, headers=_partition_headers(served, missing))
 
     @app.page("/api/events", name="kpi-events")
     async def events(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
@@ -94,21 +98,58 @@ def register_views(app: faust.App, config: Config, cores: PartitionCores,
             as_of = now_micros() if text is None or not text.strip() else parse_instant(text)
         except ValueError as exc:
             return view.bytes(orjson.dumps({"error": str(exc)}), content_type=JSON, status=400)
-        if not cores.ready:
-            return view.bytes(orjson.dumps({"error": "not ready: KPI state is being rebuilt"}),
-                              content_type=JSON, status=503)
-        counted, not_visible = event_counts(cores.active_cores(), calendar, as_of)
-        counts = cores.counts()
-        body = {"as_of": as_of, "partitions": cores.partitions(),
+        served, missing = coverage(cores, replicas)
+        if not served:
+            return _missing(view, cores, served, missing)
+        shard_cores, counts = cores_and_counts(served)
+        counted, not_visible = event_counts(shard_cores, calendar, as_of)
+        body = {"as_of": as_of, "partitions": [p for p, _ in served], "missing": missing,
                 "events": {"read": counted + not_visible + counts["duplicate"]
                            + counts["invalid"], "counted": counted,
                            "duplicate": counts["duplicate"], "invalid": counts["invalid"],
                            "not_visible": not_visible}}
         return view.bytes(orjson.dumps(body), content_type=JSON)
 
-    register_wallboard(app, config, cores, metrics)
+    register_wallboard(app, config, cores, metrics,
+                       answer=lambda: coverage(cores, replicas))
 
 
 def _busy(view: faust.web.View, exc: Busy) -> faust.web.Response:
     return view.bytes(orjson.dumps({"error": str(exc)}), content_type=JSON, status=503,
                       headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
+
+
+def coverage(cores: PartitionCores, replicas: Replicas | None) -> tuple[list, list[int]]:
+    """``([(partition, shard)] served, missing partitions)`` of this worker's answers."""
+    if replicas is not None:
+        return replicas.coverage()
+    served = [(p, cores.get(p)) for p in cores.partitions()] if cores.ready else []
+    held = {p for p, _ in served}
+    return served, [p for p in range(cores.config.topics.partitions) if p not in held]
+
+
+def _report_inputs(served: list, as_of: int, config: Config) -> tuple:
+    shard_cores, counts = cores_and_counts(served)
+    return shard_cores, as_of, config, counts
+
+
+def _partition_headers(served: list, missing: list[int]) -> dict[str, str]:
+    headers = {"KPI-Partitions": ",".join(str(p) for p, _ in served)}
+    if missing:
+        headers["KPI-Partitions-Missing"] = ",".join(map(str, missing))
+    return headers
+
+
+def _missing(view: faust.web.View, cores: PartitionCores, served: list,
+             missing: list[int]) -> faust.web.Response:
+    """503 naming the partitions no answer from here can cover yet (``?partial=1`` answers
+    for the others anyway, with a ``KPI-Partitions-Missing`` header)."""
+    if not cores.ready and not served:
+        error = "not ready: KPI state is being rebuilt"
+    else:
+        error = (f"partitions {', '.join(map(str, missing))} are neither owned nor replicated "
+                 "here yet (a worker is starting or rebalancing; [worker] standby_replicas "
+                 "below workers − 1 leaves some unreplicated): ask again, or add ?partial=1")
+    return view.bytes(orjson.dumps({"error": error, "missing": missing,
+                                    "partitions": [p for p, _ in served]}),
+                      content_type=JSON, status=503, headers={"Retry-After": "1"})

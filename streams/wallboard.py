@@ -273,7 +273,8 @@ def _query_int(request: faust.web.Request, name: str, default: int, lo: int, hi:
 
 
 def register_wallboard(app: faust.App, config: Config, cores: Any, metrics: Any,
-                       environ: dict[str, str] | None = None) -> Freshness:
+                       environ: dict[str, str] | None = None,
+                       answer: Any = None) -> Freshness:
     """Attach ``/wallboard``, ``/api/live``, the freshness sampler and the collector to ``app``.
 
     ``cores`` is a :class:`streams.tables.PartitionCores` (``ready``, ``active_cores()``,
@@ -307,12 +308,19 @@ def register_wallboard(app: faust.App, config: Config, cores: Any, metrics: Any,
             as_of = now if text is None or not text.strip() else parse_instant(text)
         except ValueError as exc:
             return view.bytes(orjson.dumps({"error": str(exc)}), content_type=JSON, status=400)
-        if not cores.ready:
+        if answer is not None:  # this worker's shards and its replicas (streams.replicas)
+            served, _missing = answer()
+            shard_cores = [shard.core for _, shard in served]
+            partitions = [p for p, _ in served]
+        else:
+            shard_cores, partitions = (cores.active_cores(), cores.partitions()) \
+                if cores.ready else ([], [])
+        if not partitions:
             return view.bytes(orjson.dumps({"error": "not ready: KPI state is being rebuilt"}),
                               content_type=JSON, status=503)
         team = (request.query.get("team") or "").strip() or None
-        body = live_document(cores.active_cores(), calendar, config, as_of, now, minutes, team,
-                             freshness.sample(), cores.partitions())
+        body = live_document(shard_cores, calendar, config, as_of, now, minutes, team,
+                             freshness.sample(), partitions)
         return view.bytes(orjson.dumps(body), content_type=JSON,
                           headers={"Cache-Control": "no-cache"})
 

@@ -36,6 +36,8 @@ from streams.ingest import Ingest
 from streams.ingest_process import IngestProcess
 from streams.kafka import FatalHandler, exit_on_kafka_failure
 from streams.metrics import WhenReady, WorkerMetrics
+from streams.replicas import REFRESH_SECONDS as REPLICA_REFRESH_SECONDS
+from streams.replicas import Replicas
 from streams.retention import RETENTION_INTERVAL_SECONDS, Retention
 from streams.tables import LedgerTable, PartitionCores
 from streams.topics import (
@@ -141,5 +143,11 @@ def build_worker(config: Config, *, on_fatal: FatalHandler = exit_on_kafka_failu
     async def retention_pass() -> None:
         await retention.run()
 
-    register_views(app, config, cores, metrics)
+    replicas = Replicas(table, cores, config.topics.partitions)
+
+    @app.timer(REPLICA_REFRESH_SECONDS, on_leader=False, name="replicas")
+    async def refresh_replicas() -> None:
+        await replicas.refresh()
+
+    register_views(app, config, cores, metrics, replicas)
     return Worker(config, app, topics, table, cores, metrics, ingest, writer, apply, retention)

@@ -273,3 +273,32 @@ def test_two_workers_gauges_add_up_to_the_totals_also_after_one_stops(setup: Set
     assert_gauges_add_up(setup, core, [first])
     assert_reports_equal(setup, first)
     assert first.stop(signal.SIGTERM) == 0
+
+
+def test_every_worker_answers_for_the_whole_company(setup: Setup) -> None:
+    """Two workers: each one's /api/kpis equals the file report (its own partitions and its
+    standby replicas of the others'); before, each answered only for its own partitions
+    (about two thirds of the values right)."""
+    first = setup.worker("first")
+    first.wait_ready()
+    setup.produce()
+    wait_all_accounted(setup, first)
+    second = setup.worker("second", second=True)
+
+    def split() -> bool:
+        a, b = partitions_of(first), partitions_of(second)
+        return bool(a) and bool(b) and sorted(a + b) == list(range(PARTITIONS))
+
+    second.wait_until(split, "both workers ready with the partitions split between them")
+    for worker in (first, second):
+        worker.wait_until(lambda w=worker: w.get("/api/kpis")[0] == 200,
+                          "an answer for every partition")
+        status, body = worker.get("/api/events")
+        assert status == 200 and orjson.loads(body)["missing"] == []
+        assert sorted(orjson.loads(body)["partitions"]) == list(range(PARTITIONS))
+        assert_reports_equal(setup, worker)
+    # A partial answer is never silent: a missing partition is named, or the answer refused.
+    status, body = first.get("/api/kpis?partial=1")
+    assert status == 200
+    for worker in (first, second):
+        assert worker.stop(signal.SIGTERM) == 0

@@ -1,0 +1,171 @@
+"""Replica shards: the KPI state of the partitions this worker holds as Faust *standbys*, so
+that every worker can answer for the whole company.
+
+Why: KPI state is sharded by partition, and a worker's own shards cover only the partitions it
+owns; with two workers each ``/api/kpis`` answered about two thirds of the report right. The
+report is built from cores (:func:`engine.report.build_report`), and only cores merge exactly
+(sums of flows, stocks over customers, teams and reps seen), so a worker needs the cores of the
+other partitions, not their reports. Faust already keeps a standby copy of the ledger table's
+other partitions on each worker (``table_standby_replicas``, ``[worker] standby_replicas``),
+read continuously from the changelog into the local store. A :class:`Replicas` turns those
+records into shards, exactly as a rebuild does (:meth:`streams.ledger.Shard.restore`, a pure
+function of the records), and keeps them current as records arrive:
+
+- a plain ledger record (one apply round) is restored into the replica shard on arrival;
+- a compaction (a key with ``|r``) or a tombstone changes which records are live
+  (:func:`streams.ledger.live_keys`), so the partition's replica is rebuilt from the local store
+  in the background (:meth:`Replicas.refresh`, with yields), and served again once rebuilt.
+
+Which partitions an answer covers, and which are *missing* (neither owned here nor replicated,
+or a replica not rebuilt yet), is :meth:`Replicas.coverage`'s; the views say so. Replica shards
+never reach ``/metrics``: Prometheus sums the workers' exports, so each exports only its own.
+Failover gains too: a worker that takes over a partition it replicated has its records locally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+
+from engine.core import Core
+from streams.ledger import Shard, live_keys
+from streams.tables import REBUILD_YIELD_EVERY, LedgerTable, PartitionCores, restore_shard
+
+log = logging.getLogger(__name__)
+
+#: How often dirty replicas are rebuilt (seconds).
+REFRESH_SECONDS = 1.0
+
+
+class Replicas:
+    """Shards of the standby partitions, kept current from the changelog records Faust reads."""
+
+    def __init__(self, table: LedgerTable, cores: PartitionCores, partitions: int) -> None:
+        self.table = table
+        self.cores = cores
+        self.partitions = partitions
+        self.shards: dict[int, Shard] = {}
+        #: standby partition -> its ledger records (key -> value), as the changelog has them
+        self.records: dict[int, dict[bytes, bytes]] = {}
+        self.dirty: set[int] = set()
+        #: partition being rebuilt -> plain records that arrived meanwhile (restored after it:
+        #: restoring a record twice is harmless, Shard.restore)
+        self._arrived: dict[int, list[bytes]] = {}
+        self._restart: set[int] = set()  # a compaction arrived during the rebuild
+        table.on_changelog_record = self.take
+
+    def standbys(self) -> set[int]:
+        topic = self.table.changelog_topic_name
+        return {tp.partition for tp in self.table.app.assignor.assigned_standbys()
+                if tp.topic == topic}
+
+    def take(self, event: Any) -> None:
+        """A changelog record Faust's recovery just read (for an active or standby partition).
+
+        The first record of a partition seeds its records from the local store: Faust reads a
+        standby from where the store ends, and every later record passes here before it is
+        stored (in batches).
+        """
+        message = event.message
+        p = message.partition
+        if p not in self.standbys():
+            return
+        records = self.records.get(p)
+        if records is None:
+            records = self.records[p] = dict(self.table.stored_items(p))
+            self.dirty.add(p)
+        key, value = message.key, message.value
+        if value is None:
+            records.pop(key, None)
+        else:
+            records[key] = value
+        reshaped = value is None or b"|r" in key
+        if p in self._arrived:
+            if reshaped:
+                self._restart.add(p)
+            else:
+                self._arrived[p].append(value)
+            return
+        shard = self.shards.get(p)
+        if shard is None or p in self.dirty or reshaped:
+            self.dirty.add(p)
+            return
+        try:
+            shard.restore(orjson.loads(value))
+        except Exception:  # a record it cannot read: rebuild instead
+            log.exception("replica of partition %d: cannot restore a record", p)
+            self.dirty.add(p)
+
+    async def refresh(self) -> None:
+        """Drop replicas of partitions no longer standby here; rebuild the dirty ones."""
+        standbys = self.standbys()
+        for p in [p for p in self.records if p not in standbys]:
+            self.records.pop(p, None)
+            self.shards.pop(p, None)
+        for p in sorted(standbys - set(self.records)):
+            # Nothing read for it yet: the local store holds it up to where Faust reads on
+            # (e.g. a partition this worker owned before), and later records pass take().
+            self.records[p] = dict(self.table.stored_items(p))
+            self.dirty.add(p)
+        self.dirty &= set(self.records)
+        for p in sorted(self.dirty):
+            self._arrived[p] = []
+            self._restart.discard(p)
+            try:
+                shard = await self._rebuild(p)
+                if shard is None or p in self._restart:
+                    continue  # the next refresh tries again
+                for value in self._arrived[p]:
+                    shard.restore(orjson.loads(value))
+            finally:
+                self._arrived.pop(p, None)
+            self.shards[p] = shard
+            self.dirty.discard(p)
+            log.info("replica of partition %d rebuilt", p)
+
+    async def _rebuild(self, p: int) -> Shard | None:
+        records = self.records.get(p)
+        if records is None:
+            return None
+        snapshot = sorted(records.items())  # ledger keys sort in write order
+        live = live_keys(key for key, _ in snapshot)
+        shard = self.cores.new_shard()
+        since_yield = 0
+        for record in snapshot:
+            if record[0] not in live:
+                continue
+            since_yield += restore_shard(shard, iter((record,)))
+            if since_yield >= REBUILD_YIELD_EVERY:
+                since_yield = 0
+                await asyncio.sleep(0)
+                if p not in self.records or p in self._restart:
+                    return None
+        return shard
+
+    def coverage(self) -> tuple[list[tuple[int, Shard]], list[int]]:
+        """``([(partition, shard)] served here, missing partitions)``: own shards while ready,
+        then replicas of the others."""
+        served: dict[int, Shard] = {}
+        if self.cores.ready:
+            for p in self.cores.partitions():
+                shard = self.cores.get(p)
+                if shard is not None:
+                    served[p] = shard
+        for p, shard in self.shards.items():
+            if p not in served and p not in self.dirty:
+                served[p] = shard
+        missing = [p for p in range(self.partitions) if p not in served]
+        return sorted(served.items()), missing
+
+
+def cores_and_counts(served: list[tuple[int, Shard]]) -> tuple[list[Core], dict[str, int]]:
+    """The cores of ``served`` shards and their durable duplicate and invalid totals."""
+    duplicate = invalid = 0
+    for _, shard in served:
+        counts = shard.counts()
+        duplicate += counts["duplicate"]
+        invalid += counts["invalid"]
+    return [shard.core for _, shard in served], {"duplicate": duplicate, "invalid": invalid}
