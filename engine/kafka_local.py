@@ -413,3 +413,206 @@ class LocalKafka:
         if first_errors:
             parts += ["first errors:", *first_errors, "last lines:"]
         return "\n".join(parts + lines[-tail:])
+
+
+# --- a cluster of several nodes, for fault tests -----------------------------------------------
+
+CLUSTER_FILE = "cluster.json"
+
+
+class LocalKafkaCluster:
+    """Several KRaft nodes on 127.0.0.1 (each broker and controller), owning ``data_dir``.
+
+    Why: the engine's fault tests need to lose a broker and keep going (replication factor 3,
+    ``min.insync.replicas`` 2), which one node cannot show. Node *i* lives in
+    ``data_dir/node-<i>/`` with the same files as a :class:`LocalKafka` (its own ``state.json``,
+    so ``kpi-engine kafka status`` and ``stop`` see it); ``data_dir/cluster.json`` keeps the
+    ports and the cluster id, so a restarted node or cluster comes back where it was. Nodes can
+    be stopped, killed and started one by one (:meth:`stop_node`, :meth:`start_node`).
+    """
+
+    def __init__(self, data_dir: str | os.PathLike[str], *, nodes: int = 3,
+                 version: str = DEFAULT_VERSION, cache_dir: Path | None = None,
+                 progress: Progress | None = None, startup_timeout: float = 120.0) -> None:
+        if nodes < 1:
+            raise ValueError("a cluster needs at least one node")
+        self.data_dir = Path(data_dir).resolve()
+        self.nodes = nodes
+        self.version = version
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir(version)
+        self.startup_timeout = startup_timeout
+        self._say = progress or _quiet
+        self._processes: dict[int, subprocess.Popen[bytes]] = {}
+        self.ports: list[int] = []
+        self.controller_ports: list[int] = []
+        self.cluster_id = ""
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"127.0.0.1:{port}" for port in self.ports)
+
+    def node_dir(self, node: int) -> Path:
+        return self.data_dir / f"node-{node}"
+
+    def node_bootstrap(self, node: int) -> str:
+        return f"127.0.0.1:{self.ports[node]}"
+
+    def pid(self, node: int) -> int | None:
+        process = self._processes.get(node)
+        return process.pid if process is not None and process.poll() is None else None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Format the nodes on first use, start them all, wait until each answers."""
+        self._load_or_pick_layout()
+        java = find_java()
+        lib = ensure_kafka_jars(self.version, self.cache_dir, self._say)
+        for node in range(self.nodes):
+            self._launch(node, java, lib)
+        try:
+            for node in range(self.nodes):
+                self._wait_node(node)
+        except BaseException:
+            self.stop()
+            raise
+        self._say(f"Kafka cluster of {self.nodes} ready at {self.bootstrap}")
+
+    def start_node(self, node: int) -> None:
+        """Start one stopped node again and wait until it answers."""
+        self._launch(node, find_java(), ensure_kafka_jars(self.version, self.cache_dir,
+                                                          self._say))
+        self._wait_node(node)
+
+    def stop_node(self, node: int, *, kill: bool = False, timeout: float = 30.0) -> None:
+        """Stop one node: cleanly (SIGTERM), or ``kill`` it (SIGKILL, like a lost machine)."""
+        process = self._processes.pop(node, None)
+        if process is not None and process.poll() is None:
+            if kill:
+                os.killpg(process.pid, signal.SIGKILL)
+            else:
+                stop_pid(process.pid, self.node_dir(node), timeout)
+            process.wait()
+        state_path(self.node_dir(node)).unlink(missing_ok=True)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop every node; safe to call twice."""
+        for node in list(self._processes):
+            self.stop_node(node, timeout=timeout)
+
+    def _load_or_pick_layout(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        layout_file = self.data_dir / CLUSTER_FILE
+        try:
+            layout = json.loads(layout_file.read_text())
+            if layout["nodes"] != self.nodes:
+                raise KafkaLocalError(f"{self.data_dir} holds a cluster of {layout['nodes']} "
+                                      f"nodes, not {self.nodes}")
+            self.ports, self.controller_ports = layout["ports"], layout["controller_ports"]
+            self.cluster_id = layout["cluster_id"]
+        except FileNotFoundError:
+            ports = free_ports(2 * self.nodes)
+            self.ports, self.controller_ports = ports[:self.nodes], ports[self.nodes:]
+            self.cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            layout_file.write_text(json.dumps({
+                "nodes": self.nodes, "ports": self.ports,
+                "controller_ports": self.controller_ports, "cluster_id": self.cluster_id,
+            }, indent=2) + "\n")
+
+    def _launch(self, node: int, java: str, lib: Path) -> None:
+        directory = self.node_dir(node)
+        existing = read_state(directory)
+        if existing and existing.running:
+            raise KafkaLocalError(f"node {node} of {self.data_dir} already runs "
+                                  f"(pid {existing.pid})")
+        directory.mkdir(parents=True, exist_ok=True)
+        properties = directory / "server.properties"
+        properties.write_text(cluster_node_properties(
+            node, self.ports, self.controller_ports, directory / "data"))
+        log4j_config = directory / "log4j2.properties"
+        log4j_config.write_text(_LOG4J2)
+        classpath = ["-cp", str(lib / "*"), f"-Dlog4j2.configurationFile={log4j_config}"]
+        if not (directory / "data" / "meta.properties").exists():
+            result = subprocess.run(
+                [java, *JVM_OPTIONS, *classpath, "kafka.tools.StorageTool", "format",
+                 f"--cluster-id={self.cluster_id}", f"--config={properties}"],
+                capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
+            if result.returncode != 0:
+                raise KafkaLocalError(f"formatting node {node} in {directory} failed:\n"
+                                      f"{(result.stdout + result.stderr).strip()}")
+        log_file = directory / "server.log"
+        self._say(f"starting Kafka node {node} on {self.node_bootstrap(node)} (log: {log_file})")
+        with open(log_file, "ab") as log:
+            process = subprocess.Popen(
+                [java, *JVM_OPTIONS, *classpath, "kafka.Kafka", str(properties)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        self._processes[node] = process
+        state = KafkaState(process.pid, self.node_bootstrap(node), str(directory), self.version,
+                           str(log_file))
+        state_path(directory).write_text(json.dumps(asdict(state), indent=2) + "\n")
+
+    def _wait_node(self, node: int) -> None:
+        process = self._processes[node]
+
+        async def wait() -> None:
+            waiter = asyncio.ensure_future(
+                wait_for_broker(self.node_bootstrap(node), self.startup_timeout))
+            while not waiter.done():
+                if process.poll() is not None:
+                    waiter.cancel()
+                    raise KafkaLocalError(f"Kafka node {node} exited with status "
+                                          f"{process.returncode} while starting; see "
+                                          f"{self.node_dir(node) / 'server.log'}")
+                await asyncio.wait({waiter}, timeout=0.2)
+            try:
+                waiter.result()
+            except TimeoutError as exc:
+                raise KafkaLocalError(f"{exc}; see {self.node_dir(node) / 'server.log'}") \
+                    from None
+
+        _run(wait())
+
+
+def cluster_node_properties(node: int, ports: list[int], controller_ports: list[int],
+                            log_dir: Path) -> str:
+    """``server.properties`` of node ``node`` of a loopback cluster: every internal topic
+    replicated to 3 nodes (or all, if fewer) with 2 in sync (or 1), like production."""
+    n = len(ports)
+    replicas = min(3, n)
+    in_sync = min(2, replicas)
+    voters = ",".join(f"{i + 1}@127.0.0.1:{port}" for i, port in enumerate(controller_ports))
+    settings = {
+        "process.roles": "broker,controller",
+        "node.id": node + 1,
+        "controller.quorum.voters": voters,
+        "listeners": f"PLAINTEXT://127.0.0.1:{ports[node]},"
+                     f"CONTROLLER://127.0.0.1:{controller_ports[node]}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{ports[node]}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": log_dir,
+        "offsets.topic.replication.factor": replicas,
+        "offsets.topic.num.partitions": 8,
+        "transaction.state.log.replication.factor": replicas,
+        "transaction.state.log.min.isr": in_sync,
+        "transaction.state.log.num.partitions": 4,
+        "share.coordinator.state.topic.replication.factor": replicas,
+        "share.coordinator.state.topic.min.isr": in_sync,
+        "default.replication.factor": replicas,
+        "min.insync.replicas": in_sync,
+        "num.partitions": 1,
+        "auto.create.topics.enable": "true",
+        "group.initial.rebalance.delay.ms": 0,
+        "num.network.threads": 2,
+        "num.io.threads": 2,
+        "log.segment.bytes": 16 * 1024 * 1024,
+        "log.cleaner.dedupe.buffer.size": 8 * 1024 * 1024,
+    }
+    return "".join(f"{key}={value}\n" for key, value in settings.items())

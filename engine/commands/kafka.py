@@ -16,8 +16,10 @@ from pathlib import Path
 from types import FrameType
 
 from engine.kafka_local import (
+    CLUSTER_FILE,
     KafkaLocalError,
     LocalKafka,
+    LocalKafkaCluster,
     ensure_kafka_jars,
     read_state,
     state_path,
@@ -41,12 +43,86 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"broker data and state directory (default: {DEFAULT_DATA_DIR})")
     parser.add_argument("--foreground", action="store_true",
                         help="with start: stay attached and stop the broker on Ctrl-C")
+    parser.add_argument("--brokers", type=int, default=1,
+                        help="with start: a cluster of this many KRaft nodes on loopback "
+                             "(3: replication factor 3, min.insync.replicas 2; for fault "
+                             "tests); ports are picked freely and kept in the data dir")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "brokers", 1) > 1 or _cluster_layout(args.data_dir):
+        actions = {"start": _start_cluster, "stop": _stop_cluster, "status": _status_cluster,
+                   "fetch": _fetch}
+        return actions[args.action](args)
     actions = {"start": _start, "stop": _stop, "status": _status, "fetch": _fetch}
     return actions[args.action](args)
+
+
+# -- a cluster (--brokers N): engine.kafka_local.LocalKafkaCluster -----------------------------
+
+def _cluster_layout(data_dir: Path) -> dict | None:
+    import json
+
+    try:
+        return json.loads((Path(data_dir) / CLUSTER_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _start_cluster(args: argparse.Namespace) -> int:
+    layout = _cluster_layout(args.data_dir)
+    nodes = layout["nodes"] if layout else args.brokers
+    cluster = LocalKafkaCluster(args.data_dir, nodes=nodes, progress=_progress)
+    try:
+        cluster.start()
+    except KafkaLocalError as exc:
+        print(f"kpi-engine kafka: {exc}", file=sys.stderr)
+        return 1
+    print(cluster.bootstrap, flush=True)
+    if not args.foreground:
+        return 0
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cluster.stop()
+    return 0
+
+
+def _node_dirs(data_dir: Path) -> list[Path]:
+    layout = _cluster_layout(data_dir) or {"nodes": 0}
+    return [Path(data_dir) / f"node-{i}" for i in range(layout["nodes"])]
+
+
+def _stop_cluster(args: argparse.Namespace) -> int:
+    code = 0
+    for directory in _node_dirs(args.data_dir):
+        state = read_state(directory)
+        if state is not None and state.running:
+            _progress(f"stopping pid {state.pid}")
+            try:
+                stop_pid(state.pid, Path(state.data_dir))
+            except KafkaLocalError as exc:
+                print(f"kpi-engine kafka: {exc}", file=sys.stderr)
+                code = 1
+        state_path(directory).unlink(missing_ok=True)
+    return code
+
+
+def _status_cluster(args: argparse.Namespace) -> int:
+    running = 0
+    for directory in _node_dirs(args.data_dir):
+        state = read_state(directory)
+        if state is None or not state.running:
+            print(f"{directory.name}: not running")
+        else:
+            running += 1
+            print(f"{directory.name}: running {state.bootstrap} pid {state.pid} "
+                  f"log {state.log_file}")
+    return 0 if running else NOT_RUNNING
 
 
 def _fetch(args: argparse.Namespace) -> int:
