@@ -147,10 +147,21 @@ class LedgerTable(faust.Table):
         self.unconfirmed_batches = 0  # ledger writes sent and not yet acknowledged
         #: told of every changelog record Faust reads (streams.replicas keeps standbys' shards)
         self.on_changelog_record: Any = None
+        #: partitions whose shard another worker's writes made stale (on_changelog_event)
+        self.stale: set[int] = set()
 
     async def on_changelog_event(self, event: Any) -> None:
         """Every record Faust's recovery reads, as it is read (the store gets them in batches,
-        later): the replicas of the standby partitions follow them."""
+        later): the replicas of the standby partitions follow them.
+
+        A record read for a partition whose shard this worker still holds was written by
+        another worker: this one lost the partition meanwhile and got it back (a zombie, paused
+        past its session timeout, whose assignment came back unchanged, so no partition was
+        "revoked"). Its shard lacks what the other worker did, so it is rebuilt.
+        """
+        partition = event.message.partition
+        if self.cores.get(partition) is not None:
+            self.stale.add(partition)
         await super().on_changelog_event(event)
         if self.on_changelog_record is not None:
             try:
@@ -229,6 +240,13 @@ class LedgerTable(faust.Table):
         epoch = cores.epoch
         if self._recovery_restarting():
             return
+        if self.stale:
+            log.warning("partitions %s were written by another worker while this one held "
+                        "them (paused past its session?): rebuilding their KPI state",
+                        sorted(self.stale))
+            active_kept = active - self.stale
+            self.stale.clear()
+            cores.retain(active_kept)
         cores.retain(active)
         for partition in sorted(active - set(cores.partitions())):
             shard = cores.new_shard()
