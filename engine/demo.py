@@ -339,7 +339,7 @@ class LiveFeed(threading.Thread):
             self.join(timeout)
 
     async def _paced(self) -> AsyncIterator[bytes]:
-        from engine.generator import GeneratorSettings, live_lines
+        from engine.tooling.generator import GeneratorSettings, live_lines
 
         settings = GeneratorSettings(seed=self.seed, timezone=self.config.calendar.timezone,
                                      currency=self.config.money.currency)
@@ -579,7 +579,7 @@ class Demo:
             f"{name} ({partitions} partitions)" for name, partitions in topics.items()))
 
     def _backfill(self, config: Config) -> None:
-        from engine.generator import GeneratorSettings, history_lines, scale_for_events
+        from engine.tooling.generator import GeneratorSettings, history_lines, scale_for_events
         from engine.producer import send_lines
 
         days = self.options.backfill_days

@@ -17,7 +17,7 @@ import pytest
 from engine.cli import main
 from engine.decode import decode, parse_timestamp
 from engine.event import Event, Rejection
-from engine.generator import (
+from engine.tooling.generator import (
     GeneratorSettings,
     history_events,
     history_lines,
@@ -345,7 +345,7 @@ def test_id_prefix_namespaces_every_event_and_entity_id():
     import orjson as _orjson
     from datetime import datetime as _dt, timezone as _tz
 
-    from engine.generator import GeneratorSettings as _Settings, history_lines as _lines
+    from engine.tooling.generator import GeneratorSettings as _Settings, history_lines as _lines
 
     start, end = _dt(2026, 1, 5, tzinfo=_tz.utc), _dt(2026, 1, 12, tzinfo=_tz.utc)
     plain = [_orjson.loads(x) for x in _lines(_Settings(seed=3), start, end)]

@@ -21,7 +21,7 @@ from typing import BinaryIO
 from zoneinfo import ZoneInfo
 
 from engine.config import Config, load_config
-from engine.generator import GeneratorSettings, history_lines, live_lines, scale_for_events
+from engine.tooling.generator import GeneratorSettings, history_lines, live_lines, scale_for_events
 
 DEFAULT_DAYS = 30
 WRITE_BATCH = 10_000
