@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from engine.calendar import SLOT_US, Calendar
-from engine.config import CalendarConfig
+from engine.config import CalendarConfig, PipelineConfig
 from engine.event import Event
+from engine.lifecycle import CLOSED, CREATED, NO_STAGE, UPDATED, DealState, Step, advance
 from engine.measures import (
     ACTIVITY_INDEX,
     CYCLE_COUNT,
@@ -35,8 +36,13 @@ from engine.measures import (
     REVENUE_WON,
     SPEND_MARKETING,
     SPEND_SALES,
+    STAGE_ENTRIES,
+    STAGE_STAY_SUM_US,
+    STAGE_STAYS,
     Aggregate,
     Contribution,
+    stage_measure,
+    vector_width,
 )
 from engine.routing import ASPECT_ACQUISITION, ASPECT_PRIMARY
 
@@ -108,17 +114,28 @@ class Close:
 
 @dataclass(slots=True, init=False)
 class Deal:
+    """A deal's v1 facts (earliest creation, all closes) and its v2 lifecycle (SPEC §7.3):
+    every created/updated/closed step in order with the deal's state after each."""
+
     created: Attributed | None
     closes: list[Close]  # sorted by (ts, event_id)
+    steps: list[Step]  # sorted by (ts, event_id)
+    states: list[DealState]  # states[i]: the deal after steps[i]
 
     def __init__(self, created: Attributed | None = None,
                  closes: list[Close] | None = None) -> None:
         self.created = created
         self.closes = closes if closes is not None else []
+        self.steps = []
+        self.states = []
 
     def max_ts(self) -> int:
-        ts = self.closes[-1].ts if self.closes else -(1 << 62)
-        return max(ts, self.created.ts) if self.created else ts
+        """The latest instant of any of the deal's events."""
+        return self.steps[-1].ts if self.steps else -(1 << 62)
+
+    def is_open(self) -> bool:
+        """Open after all its events (so open at every later instant)."""
+        return bool(self.states) and self.states[-1].open
 
 
 @dataclass(slots=True, init=False)
@@ -172,18 +189,19 @@ class Customer:
 class DayBucket:
     """The contributions whose instant falls on one local date, with a cached aggregate."""
 
-    __slots__ = ("items", "fixed", "month", "_aggregate")
+    __slots__ = ("items", "fixed", "month", "width", "_aggregate")
 
-    def __init__(self, month: int) -> None:
+    def __init__(self, month: int, width: int) -> None:
         self.items: dict[tuple, Contribution] = {}  # entity effects, replaced as facts change
         self.fixed: list[Contribution] = []  # activities and spend: counted once, never change
         self.month = month  # first-of-month ordinal, for invalidating month sums
+        self.width = width  # of the core's measure vectors
         self._aggregate: Aggregate | None = None
 
     def aggregate(self) -> Aggregate:
         agg = self._aggregate
         if agg is None:
-            agg = Aggregate()
+            agg = Aggregate(self.width)
             for c in self.items.values():
                 agg.add(c)
             for c in self.fixed:
@@ -192,7 +210,7 @@ class DayBucket:
         return agg
 
     def aggregate_before(self, cutoff: int) -> Aggregate:
-        agg = Aggregate()
+        agg = Aggregate(self.width)
         for contributions in (self.items.values(), self.fixed):
             for c in contributions:
                 if c.ts < cutoff:
@@ -203,8 +221,12 @@ class DayBucket:
 class Core:
     """Entity state and flows for one shard of events (all of them, or one partition's)."""
 
-    def __init__(self, calendar: Calendar | CalendarConfig) -> None:
+    def __init__(self, calendar: Calendar | CalendarConfig,
+                 pipeline: PipelineConfig | None = None) -> None:
         self.calendar = calendar if isinstance(calendar, Calendar) else Calendar(calendar)
+        stages = pipeline.stages if pipeline is not None else ()
+        self.stage_index: dict[str, int] = {stage.id: i for i, stage in enumerate(stages)}
+        self.width = vector_width(len(stages))
         self.seen: set[str] = set()
         self.seen_acquisitions: set[str] = set()
         self.leads: dict[str, Lead] = {}
@@ -270,6 +292,8 @@ class Core:
             self._lead_fact(event, day, False)
         elif kind == "deal.created":
             self._deal_created(event)
+        elif kind == "deal.updated":
+            self._deal_updated(event)
         elif kind == "deal.closed":
             self._deal_closed(event)
             if aspect is None:
@@ -346,6 +370,50 @@ class Core:
             self._drop_deal(deal_id, deal)
             deal.created = new
             self._put_deal(deal_id, deal)
+        self._step(deal_id, deal, Step(e.ts, e.event_id, CREATED, self._stage(e.stage), e.amount,
+                                       e.expected_close, e.team_id, e.rep_id))
+
+    def _deal_updated(self, e: Event) -> None:
+        """A change of the deal's CRM record: a lifecycle step only (no v1 flow, decision 20)."""
+        deal_id = e.deal_id
+        assert deal_id is not None
+        deal = self.deals.get(deal_id)
+        if deal is None:
+            deal = self.deals[deal_id] = Deal()
+        self._step(deal_id, deal, Step(e.ts, e.event_id, UPDATED, self._stage(e.stage), e.amount,
+                                       e.expected_close, e.team_id, e.rep_id))
+
+    def _stage(self, stage: str | None) -> int:
+        """A stage id as its configured index; one no longer configured counts as no stage."""
+        return NO_STAGE if stage is None else self.stage_index.get(stage, NO_STAGE)
+
+    def _step(self, deal_id: str, deal: Deal, step: Step) -> None:
+        """Insert a lifecycle step in order and redo the walk from there (SPEC §7.3).
+
+        Steps mostly arrive in order, so the walk is usually the new last step alone. The
+        stage flows of the steps walked again are taken out and put back as they now are.
+        """
+        steps, states = deal.steps, deal.states
+        i = len(steps)
+        while i > 0 and step.before(steps[i - 1]):
+            i -= 1
+        steps.insert(i, step)
+        del states[i:]
+        for j in range(i, len(steps)):
+            current = steps[j]
+            key = ("sf", deal_id, current.event_id)
+            if j > i:
+                self._drop(key, current.ts)
+            state, flow = advance(states[j - 1] if j > 0 else None, current)
+            states.append(state)
+            if flow is not None:
+                values: Values = ()
+                if flow.entered != NO_STAGE:
+                    values = ((stage_measure(flow.entered, STAGE_ENTRIES), 1),)
+                if flow.ended != NO_STAGE:
+                    values += ((stage_measure(flow.ended, STAGE_STAY_SUM_US), flow.stay),
+                               (stage_measure(flow.ended, STAGE_STAYS), 1))
+                self._put(key, Contribution(current.ts, state.team, state.rep, False, values))
 
     def _deal_closed(self, e: Event) -> None:
         deal_id, team, rep = e.deal_id, e.team_id, e.rep_id
@@ -358,6 +426,8 @@ class Core:
         amount = (e.amount or 0) if won else 0
         insort(deal.closes, Close(e.ts, e.event_id, team, rep, won, amount, e.opened_at))
         self._put_deal(deal_id, deal)
+        self._step(deal_id, deal, Step(e.ts, e.event_id, CLOSED, NO_STAGE, e.amount, None,
+                                       team, rep))
 
     def _drop_deal(self, deal_id: str, deal: Deal) -> None:
         if deal.created is not None:
@@ -441,7 +511,8 @@ class Core:
     def _bucket_of_day(self, day: int) -> DayBucket:
         bucket = self.days.get(day)
         if bucket is None:
-            bucket = self.days[day] = DayBucket(self.calendar.period_start_day("month", day))
+            bucket = self.days[day] = DayBucket(self.calendar.period_start_day("month", day),
+                                                self.width)
             self._bump(bucket.month)
         return bucket
 
