@@ -123,8 +123,7 @@ def settings_for(config: Config, **choices: object) -> GeneratorSettings:
     """Settings whose events are valid for the engine run with ``config``: its time zone,
     reporting currency and pipeline stages (in pipeline order; none: v1 traffic), plus
     ``choices`` (seed, teams, noise, …)."""
-    pipeline = getattr(config, "pipeline", None)
-    stages = tuple(stage.id for stage in pipeline.stages) if pipeline is not None else ()
+    stages = tuple(stage.id for stage in config.pipeline.stages)
     return GeneratorSettings(timezone=config.calendar.timezone, currency=config.money.currency,
                              stages=stages, **choices)  # type: ignore[arg-type]
 
