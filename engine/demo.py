@@ -72,12 +72,20 @@ LOG_TAIL_LINES = 25
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-# The embedded defaults: a European company, EUR, and targets sized for the default history
-# (about 2,100 leads, 150 deals won and 2.2 M EUR won a month across five teams).
+# The embedded defaults: a European company, EUR, a five-stage pipeline (SPEC §7) and targets
+# sized for the default history (about 2,100 leads, 150 deals won and 2.2 M EUR won a month across
+# five teams; about 350 deals and 6 M EUR open, 1.7 M EUR of it weighted).
 DEMO_DEFAULTS: dict[str, Any] = {
     "calendar": {"timezone": "Europe/Berlin", "week_start": "monday",
                  "fiscal_year_start_month": 1},
     "money": {"currency": "EUR", "gross_margin": 0.8},
+    "pipeline": {"stages": [
+        {"id": "discovery", "probability": 0.1, "category": "pipeline"},
+        {"id": "qualification", "probability": 0.2, "category": "pipeline"},
+        {"id": "proposal", "probability": 0.4, "category": "best_case"},
+        {"id": "negotiation", "probability": 0.7, "category": "commit"},
+        {"id": "verbal", "probability": 0.9, "category": "commit"},
+    ]},
     "targets": [
         {"kpi": "revenue_won", "period": "month", "value": 2_300_000},
         {"kpi": "revenue_won", "period": "quarter", "value": 6_500_000},
@@ -90,6 +98,11 @@ DEMO_DEFAULTS: dict[str, Any] = {
         {"kpi": "revenue_won", "period": "month", "value": 550_000, "team": "dach"},
         {"kpi": "revenue_won", "period": "month", "value": 400_000, "team": "france"},
         {"kpi": "activities", "period": "week", "value": 20, "rep": "rep-001"},
+        {"kpi": "pipeline_weighted", "period": "quarter", "value": 2_000_000},
+        {"kpi": "forecast_weighted", "period": "quarter", "value": 6_500_000},
+        {"kpi": "pipeline_amount", "period": "month", "value": 6_500_000},
+        {"kpi": "pipeline_weighted", "period": "month", "value": 400_000, "team": "dach"},
+        {"kpi": "pipeline_deals", "period": "week", "value": 6, "rep": "rep-001"},
     ],
 }
 
@@ -142,6 +155,10 @@ def config_toml(config: Config) -> str:
         out.append(f"[{section}]")
         out += [f"{f.name} = {_toml_value(getattr(values, f.name))}"
                 for f in fields(values) if getattr(values, f.name) is not None]
+        out.append("")
+    for stage in config.pipeline.stages:
+        out.append("[[pipeline.stages]]")
+        out += [f"{f.name} = {_toml_value(getattr(stage, f.name))}" for f in fields(stage)]
         out.append("")
     for target in config.targets:
         out.append("[[targets]]")
@@ -339,10 +356,9 @@ class LiveFeed(threading.Thread):
             self.join(timeout)
 
     async def _paced(self) -> AsyncIterator[bytes]:
-        from engine.tooling.generator import GeneratorSettings, live_lines
+        from engine.tooling.generator import live_lines, settings_for
 
-        settings = GeneratorSettings(seed=self.seed, timezone=self.config.calendar.timezone,
-                                     currency=self.config.money.currency)
+        settings = settings_for(self.config, seed=self.seed)
         for due, line in live_lines(settings, self.rate):
             while (delay := due - time.time()) > 0:
                 if self._stop_requested.is_set():
@@ -501,7 +517,8 @@ class Demo:
 
         self.config_path.write_text(config_toml(config))
         say.step(f"config: wrote {self._rel(self.config_path)} ({config.calendar.timezone}, "
-                 f"{config.money.currency}, {len(config.targets)} targets, worker web port "
+                 f"{config.money.currency}, {len(config.pipeline.stages)} pipeline stages, "
+                 f"{len(config.targets)} targets, worker web port "
                  f"{web_port})")
 
         self._backfill(config)
@@ -579,7 +596,7 @@ class Demo:
             f"{name} ({partitions} partitions)" for name, partitions in topics.items()))
 
     def _backfill(self, config: Config) -> None:
-        from engine.tooling.generator import GeneratorSettings, history_lines, scale_for_events
+        from engine.tooling.generator import history_lines, scale_for_events, settings_for
         from engine.producer import send_lines
 
         days = self.options.backfill_days
@@ -588,9 +605,7 @@ class Demo:
             return
         end = datetime.now(UTC).replace(microsecond=0)
         start = end - timedelta(days=days)
-        settings = GeneratorSettings(seed=self.options.seed,
-                                     timezone=config.calendar.timezone,
-                                     currency=config.money.currency)
+        settings = settings_for(config, seed=self.options.seed)
         wanted = max(int(days * BACKFILL_EVENTS_PER_DAY), 1)
         settings = replace(settings, scale=scale_for_events(settings, start, end, wanted))
         self.console.step(f"history: generating the last {days:g} days (~{wanted:,} events, "
