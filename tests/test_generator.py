@@ -668,3 +668,16 @@ def test_two_years_of_the_default_v2_mix_has_about_eight_percent_deal_updated() 
     assert 0.075 < share["deal.updated"] < 0.09
     assert 0.45 < share["activity.logged"] < 0.55
     assert 0.03 < share["deal.created"] < 0.08 and 0.03 < share["deal.closed"] < 0.08
+
+
+def test_the_kpi_core_and_the_worker_never_import_the_tooling() -> None:
+    root = Path(__file__).resolve().parent.parent
+    users = {root / "engine" / "demo.py", root / "engine" / "commands"}
+    offenders = [
+        str(path.relative_to(root))
+        for folder in ("engine", "streams") for path in (root / folder).rglob("*.py")
+        if "tooling" not in path.parts and not any(path == u or u in path.parents for u in users)
+        and re.search(r"^\s*(from|import) engine\.tooling", path.read_text(), re.MULTILINE)]
+    assert offenders == []
+    assert re.search(r"^from engine\.tooling", (root / "engine/commands/generate.py").read_text(),
+                     re.MULTILINE)  # the check sees imports where they are

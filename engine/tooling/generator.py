@@ -506,8 +506,8 @@ class _Model:
         deal, change = item
         prng = self.pipeline_rng
         utc = prng.random() < UTC_STAMP_RATE
-        event = {"event_id": self.ids.next(), "type": "deal.updated",
-                 "occurred_at": self._stamp(ts, utc), "deal_id": deal.id}
+        event: dict[str, object] = {"event_id": self.ids.next(), "type": "deal.updated",
+                                    "occurred_at": self._stamp(ts, utc), "deal_id": deal.id}
         full = change.full
         if change.stage is not None:
             deal.stage = change.stage
