@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 import urllib.error
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 import urllib.request
 from collections.abc import Callable
@@ -30,9 +29,9 @@ import pytest
 from engine.cli import main
 from engine.config import load_config
 from engine.demo import (
-    BACKFILL_EVENTS_PER_DAY,
     DEFAULT_BACKFILL_DAYS,
     DemoError,
+    backfill_settings,
     base_config,
     choose_port,
     config_toml,
@@ -42,7 +41,7 @@ from engine.demo import (
     rule_files,
 )
 from engine.kafka_local import free_port
-from engine.tooling.generator import history_lines, scale_for_events, settings_for
+from engine.tooling.generator import history_lines
 
 DEMO_TIMEOUT_SECONDS = 150.0  # the whole end-to-end test; a healthy run needs about 40 s
 STOP_TIMEOUT_SECONDS = 60.0
@@ -78,9 +77,7 @@ def test_the_demo_history_shows_a_living_pipeline_near_its_targets(tmp_path: Pat
     config = base_config(None)
     as_of = datetime(2026, 6, 10, 12, tzinfo=UTC)
     start = as_of - timedelta(days=DEFAULT_BACKFILL_DAYS)
-    settings = settings_for(config, seed=1)
-    settings = replace(settings, scale=scale_for_events(
-        settings, start, as_of, DEFAULT_BACKFILL_DAYS * BACKFILL_EVENTS_PER_DAY))
+    settings = backfill_settings(config, 1, start, as_of)
     events, config_file, report = (tmp_path / name for name in
                                    ("history.jsonl", "engine.toml", "report.json"))
     events.write_bytes(b"\n".join(history_lines(settings, start, as_of)) + b"\n")
