@@ -422,6 +422,21 @@ def test_a_deal_with_only_closes_is_never_open():
     assert (may["deals_won"], may["deals_lost"], may["revenue_won"]) == (0, 1, 0.0)
 
 
+def test_stage_flows_on_the_as_of_day_count_only_before_as_of():
+    events = [
+        created(1, d("05-20 06:00"), "D", amount=10, stage="disc"),
+        updated(2, d("05-20 09:00"), "D", stage="prop"),   # disc stay 3 h = 0.125 d
+        updated(3, d("05-20 18:00"), "D", stage="nego"),   # after as_of: not visible
+    ]
+    today = kpis(report(events, as_of=d("05-20 12:00")), "day", 0)
+    assert today["stage_entries"] == by_stage(1, 1, 0)
+    assert today["avg_days_in_stage"] == approx(by_stage(0.125, None, None))
+    assert today["pipeline_deals_by_stage"] == by_stage(0, 1, 0)
+    later = kpis(report(events, as_of=d("05-21")), "day", 1)  # the whole day, seen later
+    assert later["stage_entries"] == by_stage(1, 1, 1)
+    assert later["avg_days_in_stage"] == approx(by_stage(0.125, 0.375, None))  # prop 9 h
+
+
 # -- the point-in-time pipeline -----------------------------------------------------------------
 
 def test_pipeline_is_taken_at_as_of_in_offset_0_and_at_the_end_of_past_windows():
