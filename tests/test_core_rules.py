@@ -301,5 +301,5 @@ def test_every_event_lands_on_its_local_date_around_midnights_and_dst(zone):
     for day, stamps in core.event_ts.items():
         assert {calendar.local_day(ts) for ts in stamps} == {day}
     for day, bucket in core.days.items():
-        assert {calendar.local_day(c.ts) for c in bucket.fixed} == {day}
+        assert {calendar.local_day(c.ts) for c in bucket.contributions()} == {day}
     assert sum(len(s) for s in core.event_ts.values()) == len(order)
