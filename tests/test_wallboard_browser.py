@@ -548,7 +548,6 @@ def test_the_wallboard_shows_the_api_numbers_updates_live_and_turns_stale(stack:
     assert bar["state"] == expected_verdict(target["attainment"], target["pace"])
     assert 0 < target["expected"] / target["target"] < 1
     # A living pipeline: the forecast adds the due open deals to what is won.
-    print("DEBUG", {k: v for k, v in month["company"]["kpis"].items() if "pipeline" in k or "forecast" in k or "stage" in k})
     assert month["company"]["kpis"]["forecast_best_case"] > month["company"]["kpis"][
         "forecast_commit"] > month["company"]["kpis"]["revenue_won"]
     day = page.evaluate("""(() => {
@@ -562,6 +561,8 @@ def test_the_wallboard_shows_the_api_numbers_updates_live_and_turns_stale(stack:
     tmp_dir = stack["workdir"]
     for width, height in ((1920, 1080), (1280, 720)):
         save_screenshot(page, width, height, tmp_dir)
+        # The same board, scaled: every leaderboard row still fits.
+        assert len(page.evaluate(READ_BOARD)["board"]) == 10, (width, height)
     shown = page.evaluate(READ_BOARD)
     assert not shown["stale"], "the screenshots must show the live state"
 

@@ -419,7 +419,8 @@
     });
     // Never show half a row: drop the rows that do not fit the panel.
     for (const li of [...list.children]) {
-      if (li.offsetTop + li.offsetHeight > list.clientHeight) li.remove();
+      // (1 px of slack: offsets are rounded, and a row that fits exactly must stay.)
+      if (li.offsetTop + li.offsetHeight > list.clientHeight + 1) li.remove();
     }
   }
 
