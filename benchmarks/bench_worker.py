@@ -25,7 +25,7 @@ time of one ``/metrics`` scrape and one ``/api/kpis`` report are printed: with `
 --events 1000000`` that is two years of state for 60 reps.
 
 Then latency: a fresh worker, events produced at ``--rate`` per second, each stamped with the
-wall clock as it is sent (``engine.generator.live_lines``), and ``GET /api/events`` polled
+wall clock as it is sent (``engine.tooling.generator.live_lines``), and ``GET /api/events`` polled
 every few milliseconds; an event's latency is from the moment it was handed to the producer
 to the first poll that counts it. Percentiles over events, after a warm-up second.
 
@@ -85,7 +85,7 @@ def self_cpu() -> float:
 # -- the input -------------------------------------------------------------------------------------
 
 def generated_lines(events: int, days: int = 300) -> list[bytes]:
-    from engine.generator import GeneratorSettings, history_lines, scale_for_events
+    from engine.tooling.generator import GeneratorSettings, history_lines, scale_for_events
 
     end = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=5)
     start = end - timedelta(days=days)
@@ -304,7 +304,7 @@ def bench_latency(bootstrap: str, partitions: int, rate: float, seconds: float,
                   workdir: Path) -> dict:
     from aiokafka import AIOKafkaProducer
 
-    from engine.generator import GeneratorSettings, live_lines
+    from engine.tooling.generator import GeneratorSettings, live_lines
     from engine.producer import entity_key
 
     topic = f"bench-live-{uuid.uuid4().hex[:8]}"
