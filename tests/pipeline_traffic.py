@@ -36,8 +36,8 @@ def pipeline_events(pairs: list[tuple[str, str]], now: datetime, *, hours: float
                     prefix: str = "pipe-") -> list[dict]:
     """Deals of every ``(team, rep)`` in ``pairs``, with all events in ``[now − hours, now − 1 min)``.
 
-    Each deal is created in the first stage (amount, expected close 1 h to 12 days after now,
-    some 40 days out), then moves up one stage at a time a random number of times; about one
+    Each deal is created in the first stage (amount, expected close around now, within 12
+    days, or 40 days out), then moves up one stage at a time a random number of times; about one
     in seven ends with a close (two in three won). So every stage has entries, most have stays
     that ended, and the open pipeline is spread over the stages and categories.
     """
@@ -56,7 +56,12 @@ def pipeline_events(pairs: list[tuple[str, str]], now: datetime, *, hours: float
             steps = 1 + moves + closes
             times = sorted(first + timedelta(seconds=rng.uniform(0, span)) for _ in range(steps))
             amount = float(rng.randrange(5_000, 60_000, 500))
-            days_out = 40.0 if rng.random() < 0.15 else rng.uniform(1 / 24, 12)
+            # A third close "today" (within 20 minutes of now, so due in every current window
+            # unless a window ends within those minutes), some 40 days out (never due this
+            # month), the rest within the next 12 days.
+            r = rng.random()
+            days_out = (rng.uniform(-1 / 72, 1 / 72) if r < 0.35 else 40.0 if r < 0.5
+                        else rng.uniform(1 / 24, 12))
             base = {"deal_id": deal}
             events.append({"event_id": f"{deal}-c", "type": "deal.created",
                            "occurred_at": _stamp(times[0]), **base, "team_id": team,
