@@ -92,20 +92,22 @@ def build(settings: DashboardSettings) -> Dashboard:
             unit=money, w=8))
 
         .with_row(row("Forecast and pipeline — $period"))
-        .with_panel(ranking(
-            "Forecast vs target",
-            "Revenue won to date (kpi:revenue_won); commit: won plus the open deals due in "
-            "the window whose stage is in the commit category (kpi:forecast_commit); best "
-            "case: commit plus the due best-case deals (kpi:forecast_best_case); weighted: "
-            "won plus the due deals weighted by their stage's probability "
-            "(kpi:forecast_weighted); and the company revenue target (kpi:target). Due = "
-            f"expected close inside the window (SPEC §7.4). {now}",
-            [Q(company("kpi:revenue_won"), "won"),
-             Q(company("kpi:forecast_commit"), "commit"),
-             Q(company("kpi:forecast_best_case"), "best case"),
-             Q(company("kpi:forecast_weighted"), "weighted"),
-             Q(revenue_target, "target")],
-            unit=money, w=10))
+        .with_panel(big_number(
+            "Open pipeline",
+            "Deals open now (kpi:pipeline_deals), their amount (kpi:pipeline_amount) and "
+            "their amount weighted by the stage's probability (kpi:pipeline_weighted). "
+            f"{now}",
+            [Q(company("kpi:pipeline_amount"), "amount"),
+             Q(company("kpi:pipeline_weighted"), "weighted")],
+            unit=money, w=5))
+        .with_panel(big_number(
+            "Due this $period",
+            "Open deals expected to close inside the window: amount "
+            "(kpi:pipeline_due_amount) and weighted (kpi:pipeline_due_weighted). "
+            f"{now}",
+            [Q(company("kpi:pipeline_due_amount"), "due"),
+             Q(company("kpi:pipeline_due_weighted"), "due weighted")],
+            unit=money, w=5))
         .with_panel(progress(
             "Weighted forecast attainment",
             "The weighted forecast over the revenue target "
@@ -126,29 +128,27 @@ def build(settings: DashboardSettings) -> Dashboard:
             f"is reached. 3× is the usual rule of thumb. {now}",
             [Q(company("kpi:target_coverage", kpi="revenue_won"), "coverage")],
             unit="suffix:×", w=5, decimals=1, thresholds=COVERAGE, no_value="target reached"))
-        .with_panel(big_number(
-            "Open pipeline",
-            "Deals open now (kpi:pipeline_deals), their amount (kpi:pipeline_amount) and "
-            "their amount weighted by the stage's probability (kpi:pipeline_weighted). "
-            f"{now}",
-            [Q(company("kpi:pipeline_amount"), "amount"),
-             Q(company("kpi:pipeline_weighted"), "weighted")],
-            unit=money, w=5))
-        .with_panel(big_number(
-            "Due this $period",
-            "Open deals expected to close inside the window: amount "
-            "(kpi:pipeline_due_amount) and weighted (kpi:pipeline_due_weighted). "
-            f"{now}",
-            [Q(company("kpi:pipeline_due_amount"), "due"),
-             Q(company("kpi:pipeline_due_weighted"), "due weighted")],
-            unit=money, w=5))
+        .with_panel(ranking(
+            "Forecast vs target",
+            "Revenue won to date (kpi:revenue_won); commit: won plus the open deals due in "
+            "the window whose stage is in the commit category (kpi:forecast_commit); best "
+            "case: commit plus the due best-case deals (kpi:forecast_best_case); weighted: "
+            "won plus the due deals weighted by their stage's probability "
+            "(kpi:forecast_weighted); and the company revenue target (kpi:target). Due = "
+            f"expected close inside the window (SPEC §7.4). {now}",
+            [Q(company("kpi:revenue_won"), "won"),
+             Q(company("kpi:forecast_commit"), "commit"),
+             Q(company("kpi:forecast_best_case"), "best case"),
+             Q(company("kpi:forecast_weighted"), "weighted"),
+             Q(revenue_target, "target")],
+            unit=money, w=10))
         .with_panel(ranking(
             "Open pipeline by forecast category",
             "Amount of the open deals by their stage's forecast category "
             "(kpi:pipeline_amount_by_category); deals without a stage count under pipeline. "
             f"{now}",
             [Q(company("kpi:pipeline_amount_by_category"), "{{category}}")],
-            unit=money, w=5, h=5))
+            unit=money, w=5, h=8))
         .with_panel(trend(
             "Forecast this $period",
             "Commit, best case and weighted forecast of the current window as they moved, "
@@ -157,7 +157,7 @@ def build(settings: DashboardSettings) -> Dashboard:
              Q(company("kpi:forecast_best_case"), "best case"),
              Q(company("kpi:forecast_weighted"), "weighted"),
              Q(revenue_target, "target")],
-            unit=money, w=9, h=5))
+            unit=money, w=9, h=8))
 
         .with_row(row("Customers and unit economics — $period to date"))
         .with_panel(big_number(
