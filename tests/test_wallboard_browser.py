@@ -547,7 +547,9 @@ def test_the_wallboard_shows_the_api_numbers_updates_live_and_turns_stale(stack:
     assert abs(bar["centre"] - target["expected"] / target["target"]) < 0.01, bar
     assert bar["state"] == expected_verdict(target["attainment"], target["pace"])
     assert 0 < target["expected"] / target["target"] < 1
-    # A living pipeline: the forecast adds the due open deals to what is won.
+    # A living pipeline: the forecast adds the due open deals to what is won, and it is shown
+    # (the panel hides only when no stages are configured).
+    assert page.evaluate("getComputedStyle(document.getElementById('forecast')).display") != "none"
     assert month["company"]["kpis"]["forecast_best_case"] > month["company"]["kpis"][
         "forecast_commit"] > month["company"]["kpis"]["revenue_won"]
     day = page.evaluate("""(() => {

@@ -163,6 +163,9 @@
       day: pick(scopeOf(day)),
       month: pick(scopeOf(month)),
       prevMonth: pick(scopeOf(windowOf('month', 1))),
+      // Without [[pipeline.stages]] the stage-keyed KPIs are {} and the forecast is just the
+      // revenue won (SPEC §7.1): the forecast panel then gives its room to the leaderboard.
+      stages: Object.keys(month.company.kpis.pipeline_deals_by_stage || {}).length > 0,
       leaderboard: leaderboard(reps),
       live: {minutes: live.minutes, total: live.activities.total,
              byType: live.activities.by_type, perMinute: live.activities.per_minute},
@@ -184,7 +187,7 @@
   async function loadPrometheus(team) {
     if (!options.prom) throw new Error('source=prometheus needs prom=http://host:9090');
     const [kpis, targets, pacing, info, asOf, members, activity, counted, latest, now,
-           workers] = await Promise.all([
+           workers, stages] = await Promise.all([
         promQuery('{__name__=~"kpi:(revenue_won|deals_won|leads_qualified|activities|win_rate|'
                   + 'lead_conversion_rate|forecast_commit|forecast_best_case|forecast_weighted)",'
                   + 'period=~"day|month",offset=~"0|1"}'),
@@ -199,6 +202,7 @@
         promQuery('max(kpi_last_event_timestamp_seconds)'),
         promQuery('time()'),
         promQuery('count(kpi_worker_ready == 1)'),
+        promQuery('count(kpi:pipeline_deals_by_stage{scope="company",period="month",offset="0"})'),
       ]);
     const value = (sample) => Number(sample.value[1]);
     const teams = new Set();
@@ -276,6 +280,7 @@
       day: withTarget('day'),
       month: withTarget('month'),
       prevMonth: pick(scopeOf('month', 1)),
+      stages: Boolean(stages[0] && value(stages[0]) > 0),
       leaderboard: leaderboard(reps),
       live: {minutes: 60, total: Object.values(byType).reduce((a, b) => a + b, 0),
              byType, perMinute: null},
@@ -515,6 +520,7 @@
     }
     renderTarget('day', snapshot.day, snapshot);
     renderTarget('month', snapshot.month, snapshot);
+    document.querySelector('.side').classList.toggle('no-forecast', !snapshot.stages);
     renderForecast(snapshot.month, snapshot);
     renderTrend('win_rate', snapshot.month.win_rate, snapshot.prevMonth.win_rate);
     renderTrend('lead_conversion_rate', snapshot.month.lead_conversion_rate,
