@@ -55,7 +55,9 @@ WAIT_SECONDS = 180.0  # the shared test machine can be slow
 TEAMS, REPS_PER_TEAM = 3, 4
 STALE_SECONDS = 20
 # The month's company target is set high enough that the pace marker sits inside the bar.
-TARGETS = {("month", None): 2_400_000, ("day", None): 40_000, ("month", "dach"): 200_000}
+# Nordics' month target is out of reach, so that team's board is behind pace.
+TARGETS = {("month", None): 2_400_000, ("day", None): 40_000, ("month", "dach"): 200_000,
+           ("month", "nordics"): 60_000_000}
 
 
 # -- a small DevTools-protocol client -------------------------------------------------------------
@@ -598,6 +600,24 @@ def test_team_filter_and_rotation(stack: dict) -> None:
     assert shown["kpis"]["month.revenue_won.attainment"]["value"] != "null"  # dach's own target
     assert shown["kpis"]["day.revenue_won.attainment"]["value"] == "null"  # none for its days
     page.screenshot(stack["workdir"] / "wallboard-team-dach.png")
+
+    # Behind pace: said in words, and drawn in another colour than on pace or reached.
+    page.open(f"{worker.base}/wallboard?team=nordics&lang=en-US&refresh=1&stale=100000")
+    page.wait_for("document.body.dataset.asOf", "the first data")
+    shown = page_matches_api(page, worker, team="nordics")  # checks the verdict's words too
+    pace = float(shown["kpis"]["month.revenue_won.pace"]["value"])
+    if pace < 1:  # not in a month's first minutes, when almost nothing is expected yet
+        assert shown["kpis"]["month.revenue_won.pace"]["text"] == "▼ behind"
+        colours = page.evaluate("""(() => {
+          const box = document.querySelector('[data-target="month"]');
+          return {state: box.dataset.state,
+                  fill: getComputedStyle(box.querySelector('.fill')).backgroundColor,
+                  word: getComputedStyle(box.querySelector('.verdict')).backgroundColor,
+                  good: getComputedStyle(document.documentElement).getPropertyValue('--good')};
+        })()""")
+        assert colours["state"] == "behind"
+        assert colours["fill"] == colours["word"] != "rgb(61, 220, 132)", colours  # not --good
+    page.screenshot(stack["workdir"] / "wallboard-team-nordics.png")
 
     page.open(f"{worker.base}/wallboard?rotate=2&lang=en-US&refresh=1&stale=100000")
     seen: list[str] = []

@@ -178,31 +178,41 @@
     };
   }
 
-  async function promQuery(query) {
-    const body = await getJSON(`${options.prom}/api/v1/query?query=${encodeURIComponent(query)}`);
+  async function promQuery(query, at) {
+    const time = at === undefined ? '' : `&time=${at}`;
+    const body = await getJSON(
+      `${options.prom}/api/v1/query?query=${encodeURIComponent(query)}${time}`);
     if (body.status !== 'success') throw new Error(body.error || 'Prometheus query failed');
     return body.data.result;
   }
 
   async function loadPrometheus(team) {
     if (!options.prom) throw new Error('source=prometheus needs prom=http://host:9090');
+    // Every number at the instant of the latest rule evaluation: the recorded KPIs and the
+    // as_of scraped before it then belong together (a scrape after the evaluation would pair
+    // new as_of with old KPIs, and the pace moves every second).
+    const evaluated = await promQuery(
+      'max(timestamp(kpi:revenue_won{scope="company",period="day",offset="0"}))');
+    const at = evaluated[0] ? evaluated[0].value[1] : undefined;
+    const atEval = (query) => promQuery(query, at);
     const [kpis, targets, pacing, info, asOf, members, activity, counted, latest, now,
            workers, stages] = await Promise.all([
-        promQuery('{__name__=~"kpi:(revenue_won|deals_won|leads_qualified|activities|win_rate|'
-                  + 'lead_conversion_rate|forecast_commit|forecast_best_case|forecast_weighted)",'
-                  + 'period=~"day|month",offset=~"0|1"}'),
-        promQuery('kpi:target{kpi="revenue_won",period=~"day|month"}'),
-        promQuery('{__name__=~"kpi:target_(attainment|expected|pace|forecast_attainment)",'
-                  + 'kpi="revenue_won",period=~"day|month",offset="0"}'),
-        promQuery('max by (timezone, currency) (kpi_info)'),
-        promQuery('max(kpi_as_of_timestamp_seconds)'),
-        promQuery('sum by (team, rep) (kpi_rep_contributions{period="month",offset="0"}) > 0'),
-        promQuery('sum by (team, activity_type) (kpi_activities_last_hour)'),
+        atEval('{__name__=~"kpi:(revenue_won|deals_won|leads_qualified|activities|win_rate|'
+               + 'lead_conversion_rate|forecast_commit|forecast_best_case|forecast_weighted)",'
+               + 'period=~"day|month",offset=~"0|1"}'),
+        atEval('kpi:target{kpi="revenue_won",period=~"day|month"}'),
+        atEval('{__name__=~"kpi:target_(attainment|expected|pace|forecast_attainment)",'
+               + 'kpi="revenue_won",period=~"day|month",offset="0"}'),
+        atEval('max by (timezone, currency) (kpi_info)'),
+        atEval('max(kpi_as_of_timestamp_seconds)'),
+        atEval('sum by (team, rep) (kpi_rep_contributions{period="month",offset="0"}) > 0'),
+        atEval('sum by (team, activity_type) (kpi_activities_last_hour)'),
+        // Freshness is about now, not about the evaluation.
         promQuery('max(kpi_last_counted_timestamp_seconds)'),
         promQuery('max(kpi_last_event_timestamp_seconds)'),
         promQuery('time()'),
-        promQuery('count(kpi_worker_ready == 1)'),
-        promQuery('count(kpi:pipeline_deals_by_stage{scope="company",period="month",offset="0"})'),
+        atEval('count(kpi_worker_ready == 1)'),
+        atEval('count(kpi:pipeline_deals_by_stage{scope="company",period="month",offset="0"})'),
       ]);
     const value = (sample) => Number(sample.value[1]);
     const teams = new Set();
