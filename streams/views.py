@@ -24,7 +24,7 @@ import math
 
 import faust
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from engine.calendar import Calendar
 from engine.config import Config
@@ -52,8 +52,7 @@ def register_views(app: faust.App, config: Config, cores: PartitionCores,
                                  request: faust.web.Request) -> faust.web.Response:
         """Prometheus text exposition of this worker's registry (shared: streams.answers)."""
         try:
-            body = answers.get("metrics", cores.epoch,
-                               lambda: generate_latest(metrics.registry))
+            body = answers.get("metrics", cores.epoch, metrics.exposition)
         except Busy as exc:
             return _busy(view, exc)
         return view.bytes(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
