@@ -96,6 +96,105 @@ class WorkerConfig:
     store: str = "rocksdb://"
 
 
+# -- access control and TLS of the web endpoints (issue 12) -----------------------------------------
+
+#: What a rep token shows of other reps: nothing, or their counts without any money.
+REP_LEADERBOARD_POLICIES = ("none", "counts")
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """``[auth]``: the bearer tokens of the web endpoints (see :mod:`engine.security.tokens`).
+
+    ``tokens`` are token lines (hashes, never tokens; ``KPI_AUTH_TOKENS`` takes them separated
+    by newlines or ``;``); ``tokens_file`` holds more, one a line, and is re-read when it
+    changes, so a revoked kiosk link stops working without a restart. With neither, the
+    endpoints are open, which the engine allows on loopback only.
+    """
+
+    tokens: tuple[str, ...] = ()
+    tokens_file: str | None = None
+    rep_leaderboard: str = "none"
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.tokens) or self.tokens_file is not None
+
+
+@dataclass(frozen=True, slots=True)
+class WebTlsConfig:
+    """``[web_tls]``: serve the web endpoints over HTTPS with this certificate chain and key."""
+
+    certfile: str | None = None
+    keyfile: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.certfile is not None
+
+
+_SECURITY_SECTIONS: dict[str, type] = {"auth": AuthConfig, "web_tls": WebTlsConfig}
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def is_loopback(host: str) -> bool:
+    """True if a server bound to ``host`` is reachable from this machine only."""
+    import ipaddress
+
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _build_security_sections(raw: Mapping[str, Any],
+                             environ: Mapping[str, str] | None) -> dict[str, Any]:
+    """``[auth]`` and ``[web_tls]``: scalar keys as usual, ``tokens`` a list of token lines."""
+    from engine.security.tokens import TokenError, parse_token_lines, split_token_lines
+
+    out: dict[str, Any] = {}
+    for name, cls in _SECURITY_SECTIONS.items():
+        values = raw.get(name, {})
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"[{name}] must be a table")
+        values = dict(values)
+        if environ:
+            values.update(_env_overrides(name, cls, environ))
+        tokens = values.pop("tokens", None) if name == "auth" else None
+        section = _build_section(name, cls, values)
+        if name == "auth" and tokens is not None:
+            if isinstance(tokens, str):
+                tokens = split_token_lines(tokens)
+            if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+                raise ConfigError("[auth] tokens must be a list of token lines")
+            tokens = [t.strip() for t in tokens if t.strip() and not t.strip().startswith("#")]
+            try:
+                parse_token_lines(tokens, "[auth] tokens")
+            except TokenError as exc:
+                raise ConfigError(str(exc)) from None
+            section = replace(section, tokens=tuple(tokens))
+        out[name] = section
+    auth, tls = out["auth"], out["web_tls"]
+    if auth.rep_leaderboard not in REP_LEADERBOARD_POLICIES:
+        raise ConfigError("[auth] rep_leaderboard must be one of "
+                          + ", ".join(REP_LEADERBOARD_POLICIES))
+    if (tls.certfile is None) != (tls.keyfile is None):
+        raise ConfigError("[web_tls] certfile and keyfile go together")
+    return out
+
+
+def _validate_exposure(config: "Config") -> None:
+    """The engine refuses to serve its numbers beyond loopback without authentication."""
+    host = config.worker.web_host
+    if not is_loopback(host) and not config.auth.enabled:
+        raise ConfigError(
+            f"[worker] web_host {host!r} is reachable beyond this machine, but no tokens are "
+            "configured: set [auth] tokens_file (or KPI_AUTH_TOKENS; `kpi-engine token new` "
+            "makes them), or listen on 127.0.0.1")
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     calendar: CalendarConfig = field(default_factory=CalendarConfig)
@@ -105,6 +204,8 @@ class Config:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     topics: TopicsConfig = field(default_factory=TopicsConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    web_tls: WebTlsConfig = field(default_factory=WebTlsConfig)
 
 
 _SECTIONS: dict[str, type] = {
@@ -141,7 +242,7 @@ def load_config(path: str | os.PathLike[str] | None = None,
 def config_from_mapping(raw: Mapping[str, Any],
                         environ: Mapping[str, str] | None = None) -> Config:
     """Build a validated :class:`Config` from parsed TOML (and optional env overrides)."""
-    unknown = set(raw) - set(_SECTIONS) - {"targets"}
+    unknown = set(raw) - set(_SECTIONS) - {"targets"} - set(_SECURITY_SECTIONS)
     if unknown:
         raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
     sections: dict[str, Any] = {}
@@ -153,9 +254,11 @@ def config_from_mapping(raw: Mapping[str, Any],
         if environ:
             values.update(_env_overrides(name, cls, environ))
         sections[name] = _build_section(name, cls, values)
+    sections.update(_build_security_sections(raw, environ))
     targets = _build_targets(raw.get("targets", []))
     config = Config(targets=targets, **sections)
     _validate(config)
+    _validate_exposure(config)
     return config
 
 

@@ -12,6 +12,10 @@ Its ``duplicate`` and ``invalid`` counts come from the durable ledger, so they s
 
 ``/api/events`` is the report's ``events`` block alone: cheap enough to poll many times a
 second, e.g. to measure how soon an event produced to Kafka is counted.
+
+Who may call what, and which scopes each audience gets, is decided by :mod:`streams.access`
+(the middleware in front of every route) and :mod:`engine.security.audience` (the report cut
+to the caller's audience before it is serialised).
 """
 
 from __future__ import annotations
@@ -23,8 +27,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from engine.calendar import Calendar
 from engine.config import Config
 from engine.report import build_report
-from engine.timestamps import now_micros, parse_instant
+from engine.security.audience import filter_report
+from engine.security.membership import rep_teams
+from engine.timestamps import now_micros, parse_as_of
 from engine.view import event_counts
+from streams.access import grant_of
 from streams.metrics import WorkerMetrics
 from streams.tables import PartitionCores
 from streams.wallboard import register_wallboard
@@ -59,14 +66,19 @@ def register_views(app: faust.App, config: Config, cores: PartitionCores,
             as_of = now_micros()
         else:
             try:
-                as_of = parse_instant(text)
+                as_of = parse_as_of(text)
             except ValueError as exc:
                 return view.bytes(orjson.dumps({"error": str(exc)}), content_type=JSON,
                                   status=400)
         if not cores.ready:
             return view.bytes(orjson.dumps({"error": "not ready: KPI state is being rebuilt"}),
                               content_type=JSON, status=503)
-        report = build_report(cores.active_cores(), as_of, config, cores.counts())
+        grant = grant_of(request)
+        active = cores.active_cores()
+        report = build_report(active, as_of, config, cores.counts())
+        if not grant.everything:
+            report = filter_report(report, grant, rep_teams(active, calendar, as_of),
+                                   config.auth.rep_leaderboard)
         return view.bytes(orjson.dumps(report), content_type=JSON)
 
     @app.page("/api/events", name="kpi-events")
@@ -74,7 +86,7 @@ def register_views(app: faust.App, config: Config, cores: PartitionCores,
         """The report's ``events`` block at ``as_of`` (default now), without the windows."""
         text = request.query.get("as_of")
         try:
-            as_of = now_micros() if text is None or not text.strip() else parse_instant(text)
+            as_of = now_micros() if text is None or not text.strip() else parse_as_of(text)
         except ValueError as exc:
             return view.bytes(orjson.dumps({"error": str(exc)}), content_type=JSON, status=400)
         if not cores.ready:

@@ -18,8 +18,12 @@ older than its ``stale`` parameter.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
+import re
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from datetime import timezone
 from importlib import resources
@@ -36,8 +40,11 @@ from engine.config import Config
 from engine.core import Core
 from engine.event import ACTIVITY_TYPES, MICRO
 from engine.measures import ACTIVITY_INDEX
-from engine.timestamps import now_micros, parse_instant
+from engine.security.audience import filter_live, may_see_team
+from engine.security.membership import rep_teams
+from engine.timestamps import now_micros, parse_as_of
 from engine.view import View
+from streams.access import grant_of
 
 JSON = "application/json"
 PROMETHEUS_URL_ENV = "KPI_WALLBOARD_PROMETHEUS_URL"
@@ -250,6 +257,28 @@ def page_html(settings: dict[str, Any]) -> str:
                         f'{settings_json}</script>')
 
 
+def page_csp(html: str, prometheus_url: str | None) -> str:
+    """The page's Content-Security-Policy: its own inline script (by hash) and nothing else.
+
+    The page may fetch from its own origin and, in Prometheus mode, only from the Prometheus
+    the server was configured with (``PROMETHEUS_URL_ENV``): a ``prom=`` query parameter
+    pointing elsewhere is blocked by the browser, so a crafted link cannot send the page's
+    requests (and its token) to another host.
+    """
+    scripts = re.findall(r"<script>(.*?)</script>", html, flags=re.S)
+    hashes = " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(s.encode()).digest()).decode() + "'"
+        for s in scripts)
+    connect = "'self'"
+    if prometheus_url:
+        parts = urllib.parse.urlsplit(prometheus_url)
+        if parts.scheme in ("http", "https") and parts.netloc:
+            connect += f" {parts.scheme}://{parts.netloc}"
+    return (f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; "
+            f"img-src 'self' data:; connect-src {connect}; base-uri 'none'; "
+            "form-action 'none'; frame-ancestors 'none'")
+
+
 def page_settings(config: Config, environ: dict[str, str] | None = None) -> dict[str, Any]:
     """What the page cannot learn from the APIs: the default source (``PROMETHEUS_URL_ENV``)."""
     env = os.environ if environ is None else environ
@@ -290,9 +319,12 @@ def register_wallboard(app: faust.App, config: Config, cores: Any, metrics: Any,
     async def sample_freshness() -> None:
         freshness.sample()
 
+    csp = page_csp(html, page_settings(config, environ)["prometheus_url"])
+
     async def wallboard(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         """The wallboard page (query parameters are read by the page itself)."""
-        return view.html(html, headers={"Cache-Control": "no-cache"})
+        return view.html(html, headers={"Cache-Control": "no-cache",
+                                        "Content-Security-Policy": csp})
 
     app.page("/wallboard", name="kpi-wallboard")(wallboard)
     app.page("/wallboard/", name="kpi-wallboard-slash")(wallboard)
@@ -304,15 +336,24 @@ def register_wallboard(app: faust.App, config: Config, cores: Any, metrics: Any,
         try:
             minutes = _query_int(request, "minutes", DEFAULT_MINUTES, 1, MAX_MINUTES)
             text = request.query.get("as_of")
-            as_of = now if text is None or not text.strip() else parse_instant(text)
+            as_of = now if text is None or not text.strip() else parse_as_of(text)
         except ValueError as exc:
             return view.bytes(orjson.dumps({"error": str(exc)}), content_type=JSON, status=400)
         if not cores.ready:
             return view.bytes(orjson.dumps({"error": "not ready: KPI state is being rebuilt"}),
                               content_type=JSON, status=503)
         team = (request.query.get("team") or "").strip() or None
-        body = live_document(cores.active_cores(), calendar, config, as_of, now, minutes, team,
+        grant = grant_of(request)
+        active = cores.active_cores()
+        membership = {} if grant.everything else rep_teams(active, calendar, as_of)
+        if team is not None and not may_see_team(grant, team, membership):
+            return view.bytes(orjson.dumps({"error": f"team {team!r} is outside the "
+                                                      f"{grant.audience} token's scope"}),
+                              content_type=JSON, status=403)
+        body = live_document(active, calendar, config, as_of, now, minutes, team,
                              freshness.sample(), cores.partitions())
+        if not grant.everything:
+            body = filter_live(body, grant, membership, config.auth.rep_leaderboard)
         return view.bytes(orjson.dumps(body), content_type=JSON,
                           headers={"Cache-Control": "no-cache"})
 
