@@ -37,6 +37,7 @@ from engine.security.audience import (
     may_call,
 )
 from engine.security.store import Denial, TokenStore
+from streams.logsafe import exception_summary
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +108,7 @@ def access_middleware(store: TokenStore) -> Callable[[web.Request, Handler],
         except (web.HTTPException, asyncio.CancelledError):
             raise
         except Exception as exc:  # never a traceback to the client, never the query in the log
-            log.error("%s %s failed: %s", request.method, path, type(exc).__name__,
-                      exc_info=log.isEnabledFor(logging.DEBUG))
+            log.error("%s %s failed: %s", request.method, path, exception_summary(exc))
             return _harden(error(500, "internal error"), path)
         return _harden(response, path)
 

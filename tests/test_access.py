@@ -132,6 +132,7 @@ class Server:
             core.apply(event)
         self.app = create_app(config)
         register_views(self.app, config, Cores([core]), WorkerMetrics())
+        self.app.web.init_server()  # mounts Faust's own pages, as the worker's start does
         self.loop = asyncio.new_event_loop()
         self.client = TestClient(TestServer(self.app.web.web_app), loop=self.loop)
         self.loop.run_until_complete(self.client.start_server())
@@ -406,3 +407,33 @@ def test_faust_environment_variables_do_not_override_the_engine(monkeypatch) -> 
     assert not (conf.web_tables_enabled or conf.web_router_enabled or conf.web_stats_enabled)
     assert conf.web_transport.scheme == "tcp"
     assert str(conf.datadir) != "/tmp/elsewhere"
+
+
+# -- fuzzing the query parsing of every handler -------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_instants = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+                         timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=14)),
+                                                    timezone(timedelta(hours=-12))]))
+_values = st.one_of(
+    st.text(max_size=40),
+    _instants.map(lambda d: d.isoformat()),
+    st.integers(min_value=-10**30, max_value=10**30).map(str),
+    st.sampled_from(["", " ", "0", "1440", "1441", "nan", "1e3", "dach", "nordics", "r1",
+                     "%00", "\udcff".encode("utf-8", "surrogatepass").decode("latin-1")]),
+)
+_queries = st.dictionaries(st.sampled_from(["as_of", "minutes", "team", "token", "x", ""]),
+                           _values, max_size=4)
+
+
+@settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+@given(path=st.sampled_from(ENDPOINTS), audience=st.sampled_from(["executive", "rep", "manager"]),
+       query=_queries)
+def test_no_query_makes_a_handler_fail(server: Server, path: str, audience: str,
+                                       query: dict[str, str]) -> None:
+    status, body, _ = server.get(path, TOKENS.right[audience], **query)
+    assert status in (200, 400, 403), (status, body)
+    if status == 400:
+        assert set(body) == {"error"}
