@@ -73,7 +73,8 @@ class KafkaConfig:
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
-    sasl_password: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)  # never in logs or reprs
+    sasl_password_file: str | None = None  # the password in a file (Docker/Kubernetes secrets)
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
@@ -183,6 +184,31 @@ def _build_security_sections(raw: Mapping[str, Any],
     if (tls.certfile is None) != (tls.keyfile is None):
         raise ConfigError("[web_tls] certfile and keyfile go together")
     return out
+
+
+#: SASL mechanisms the engine's clients (aiokafka, Faust) can actually use with the settings
+#: the configuration offers; GSSAPI and OAUTHBEARER need more than a username and password.
+SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+
+
+def _validate_kafka_security(kafka: "KafkaConfig") -> None:
+    proto, mechanism = kafka.security_protocol, kafka.sasl_mechanism
+    if not proto.startswith("SASL"):
+        if mechanism:
+            raise ConfigError(f"[kafka] sasl_mechanism is set but security_protocol is {proto}; "
+                              "use SASL_SSL (or SASL_PLAINTEXT)")
+        return
+    if mechanism not in SASL_MECHANISMS:
+        raise ConfigError(f"[kafka] sasl_mechanism {mechanism!r} is not supported; use one of "
+                          + ", ".join(SASL_MECHANISMS))
+    if mechanism == "PLAIN" and proto != "SASL_SSL":
+        raise ConfigError("[kafka] sasl_mechanism PLAIN sends the password in clear text: use it "
+                          "with security_protocol SASL_SSL only (or SCRAM-SHA-512)")
+    if not kafka.sasl_username:
+        raise ConfigError("[kafka] sasl_username is required with a SASL security_protocol")
+    if (kafka.sasl_password is None) == (kafka.sasl_password_file is None):
+        raise ConfigError("[kafka] give exactly one of sasl_password (or KPI_KAFKA_SASL_PASSWORD) "
+                          "and sasl_password_file")
 
 
 def _validate_exposure(config: "Config") -> None:
@@ -382,6 +408,7 @@ def _validate(config: Config) -> None:
         raise ConfigError("[kafka] security_protocol must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
     if proto.startswith("SASL") and not config.kafka.sasl_mechanism:
         raise ConfigError("[kafka] sasl_mechanism is required with a SASL security_protocol")
+    _validate_kafka_security(config.kafka)
 
 
 def with_overrides(config: Config, **sections: Any) -> Config:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import faust
 
 from engine.config import Config, KafkaConfig, _validate_exposure
-from engine.kafka_client import client_kwargs
+from engine.kafka_client import client_kwargs, sasl_password
 from engine.security.store import TokenStore
 from engine.security.tls import server_context
 from streams.access import access_middleware
@@ -55,7 +55,7 @@ def broker_credentials(kafka: KafkaConfig) -> faust.auth.Credentials | None:
         return faust.SSLCredentials(ssl_context)
     return faust.SASLCredentials(
         username=kafka.sasl_username,
-        password=kafka.sasl_password,
+        password=sasl_password(kafka),
         ssl_context=ssl_context,  # SASL_SSL when given, SASL_PLAINTEXT otherwise
         mechanism=kafka.sasl_mechanism,
     )

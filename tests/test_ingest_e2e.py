@@ -176,6 +176,7 @@ class WorkerProcess:
         self.base = f"http://127.0.0.1:{web_port}"
         self.args = args  # e.g. --web-port and --data-dir for a second worker
         self.process: subprocess.Popen[bytes] | None = None
+        self.token: str | None = None  # a bearer token, when the worker has [auth] tokens
 
     def start(self) -> WorkerProcess:
         log = open(self.log_path, "ab")
@@ -188,7 +189,9 @@ class WorkerProcess:
 
     def get(self, path: str) -> tuple[int, bytes]:
         try:
-            with urllib.request.urlopen(self.base + path, timeout=30) as response:
+            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+            request = urllib.request.Request(self.base + path, headers=headers)
+            with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
