@@ -36,7 +36,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from engine.calendar import Calendar, from_micros
-from engine.config import Config
+from engine.config import Config, is_loopback
 from engine.core import Core
 from engine.event import ACTIVITY_TYPES, MICRO
 from engine.measures import ACTIVITY_INDEX
@@ -257,13 +257,14 @@ def page_html(settings: dict[str, Any]) -> str:
                         f'{settings_json}</script>')
 
 
-def page_csp(html: str, prometheus_url: str | None) -> str:
+def page_csp(html: str, prometheus_url: str | None, loopback: bool = False) -> str:
     """The page's Content-Security-Policy: its own inline script (by hash) and nothing else.
 
     The page may fetch from its own origin and, in Prometheus mode, only from the Prometheus
     the server was configured with (``PROMETHEUS_URL_ENV``): a ``prom=`` query parameter
     pointing elsewhere is blocked by the browser, so a crafted link cannot send the page's
-    requests (and its token) to another host.
+    requests (and its token) to another host. A worker bound to loopback (``loopback``) is
+    viewed from its own machine, whose loopback Prometheus instances are allowed too.
     """
     scripts = re.findall(r"<script>(.*?)</script>", html, flags=re.S)
     hashes = " ".join(
@@ -274,6 +275,8 @@ def page_csp(html: str, prometheus_url: str | None) -> str:
         parts = urllib.parse.urlsplit(prometheus_url)
         if parts.scheme in ("http", "https") and parts.netloc:
             connect += f" {parts.scheme}://{parts.netloc}"
+    if loopback:
+        connect += " http://127.0.0.1:* http://localhost:*"
     return (f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; "
             f"img-src 'self' data:; connect-src {connect}; base-uri 'none'; "
             "form-action 'none'; frame-ancestors 'none'")
@@ -319,7 +322,8 @@ def register_wallboard(app: faust.App, config: Config, cores: Any, metrics: Any,
     async def sample_freshness() -> None:
         freshness.sample()
 
-    csp = page_csp(html, page_settings(config, environ)["prometheus_url"])
+    csp = page_csp(html, page_settings(config, environ)["prometheus_url"],
+                   loopback=is_loopback(config.worker.web_host))
 
     async def wallboard(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         """The wallboard page (query parameters are read by the page itself)."""

@@ -9,6 +9,7 @@ contains: a body that holds it leaked it.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -305,7 +306,10 @@ def test_a_kiosk_link_carries_a_wallboard_token_and_only_that(server: Server) ->
     status, page, headers = server.get("/wallboard", token=TOKENS.right["wallboard"])
     assert status == 200 and b"<html" in page
     csp = headers["Content-Security-Policy"]
-    assert "connect-src 'self';" in csp and "script-src 'sha256-" in csp
+    assert "script-src 'sha256-" in csp
+    connect = re.search(r"connect-src ([^;]*);", csp).group(1).split()
+    # a worker on loopback allows the page this machine's Prometheus, nothing external
+    assert connect == ["'self'", "http://127.0.0.1:*", "http://localhost:*"]
     assert headers["Referrer-Policy"] == "no-referrer"
     # an executive token in a URL would end up in browser histories and proxy logs
     status, _, _ = server.get("/wallboard", token=TOKENS.right["executive"])
@@ -437,3 +441,13 @@ def test_no_query_makes_a_handler_fail(server: Server, path: str, audience: str,
     assert status in (200, 400, 403), (status, body)
     if status == 400:
         assert set(body) == {"error"}
+
+
+def test_the_page_may_query_only_the_prometheus_the_server_names() -> None:
+    from streams.wallboard import page_csp
+
+    html = "<script>run()</script>"
+    csp = page_csp(html, "https://prom.internal:9090/", loopback=False)
+    assert "connect-src 'self' https://prom.internal:9090;" in csp
+    assert "connect-src 'self';" in page_csp(html, None, loopback=False)
+    assert "'unsafe-inline'" not in csp.split("script-src")[1].split(";")[0]
