@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from engine.catalog import REP_TARGETABLE, TARGETABLE_KPIS, TEAM_TARGETABLE
+
 CONFIG_ENV = "KPI_ENGINE_CONFIG"
 ENV_PREFIX = "KPI_"
 
@@ -65,6 +67,30 @@ class Target:
     value: float
     team: str | None = None
     rep: str | None = None
+
+
+FORECAST_CATEGORIES = ("pipeline", "best_case", "commit")
+MAX_STAGES = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """One pipeline stage (SPEC §7.1): its chance to win and its forecast category."""
+
+    id: str
+    probability: float
+    category: str
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    """The configured stages, in pipeline order; none means stages are ignored (v1 streams)."""
+
+    stages: tuple[Stage, ...] = ()
+
+    @property
+    def stage_ids(self) -> frozenset[str]:
+        return frozenset(s.id for s in self.stages)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +253,7 @@ class Config:
     money: MoneyConfig = field(default_factory=MoneyConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     targets: tuple[Target, ...] = ()
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     topics: TopicsConfig = field(default_factory=TopicsConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
@@ -268,7 +295,7 @@ def load_config(path: str | os.PathLike[str] | None = None,
 def config_from_mapping(raw: Mapping[str, Any],
                         environ: Mapping[str, str] | None = None) -> Config:
     """Build a validated :class:`Config` from parsed TOML (and optional env overrides)."""
-    unknown = set(raw) - set(_SECTIONS) - {"targets"} - set(_SECURITY_SECTIONS)
+    unknown = set(raw) - set(_SECTIONS) - {"targets", "pipeline"} - set(_SECURITY_SECTIONS)
     if unknown:
         raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
     sections: dict[str, Any] = {}
@@ -282,7 +309,8 @@ def config_from_mapping(raw: Mapping[str, Any],
         sections[name] = _build_section(name, cls, values)
     sections.update(_build_security_sections(raw, environ))
     targets = _build_targets(raw.get("targets", []))
-    config = Config(targets=targets, **sections)
+    pipeline = _build_pipeline(raw.get("pipeline", {}))
+    config = Config(targets=targets, pipeline=pipeline, **sections)
     _validate(config)
     _validate_exposure(config)
     return config
@@ -362,17 +390,58 @@ def _build_targets(raw_targets: Any) -> tuple[Target, ...]:
         for key in ("team", "rep"):
             if key in t and (not isinstance(t[key], str) or not t[key]):
                 raise ConfigError(f"{where}: '{key}' must be a non-empty string")
-        from engine.kpis import REP_KPIS, TARGETABLE_KPIS, TEAM_KPIS
-
         if t["kpi"] not in TARGETABLE_KPIS:
             raise ConfigError(f"{where}: unknown or non-numeric kpi {t['kpi']!r}")
-        if "team" in t and t["kpi"] not in TEAM_KPIS:
+        if "team" in t and t["kpi"] not in TEAM_TARGETABLE:
             raise ConfigError(f"{where}: {t['kpi']} is a company-only KPI; it has no team target")
-        if "rep" in t and t["kpi"] not in REP_KPIS:
+        if "rep" in t and t["kpi"] not in REP_TARGETABLE:
             raise ConfigError(f"{where}: {t['kpi']} is not a rep KPI; it has no rep target")
         out.append(Target(kpi=t["kpi"], period=t["period"], value=float(value),
                           team=t.get("team"), rep=t.get("rep")))
     return tuple(out)
+
+
+def _build_pipeline(raw: Any) -> PipelineConfig:
+    """``[[pipeline.stages]]`` (SPEC §7.1): ids unique identifiers, 0 ≤ p ≤ 1, a known category."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError("[pipeline] must be a table")
+    unknown = set(raw) - {"stages"}
+    if unknown:
+        raise ConfigError(f"unknown key(s) in [pipeline]: {', '.join(sorted(unknown))}")
+    raw_stages = raw.get("stages", [])
+    if not isinstance(raw_stages, list):
+        raise ConfigError("[[pipeline.stages]] must be an array of tables")
+    if len(raw_stages) > MAX_STAGES:
+        raise ConfigError(f"[[pipeline.stages]]: at most {MAX_STAGES} stages, got {len(raw_stages)}")
+    stages: list[Stage] = []
+    seen: set[str] = set()
+    for i, st in enumerate(raw_stages, start=1):
+        where = f"[[pipeline.stages]] #{i}"
+        if not isinstance(st, Mapping):
+            raise ConfigError(f"{where} must be a table")
+        unknown = set(st) - {"id", "probability", "category"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        for key in ("id", "probability", "category"):
+            if key not in st:
+                raise ConfigError(f"{where}: missing '{key}'")
+        stage_id = st["id"]
+        if (not isinstance(stage_id, str) or not 0 < len(stage_id) <= 128
+                or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in stage_id)):
+            raise ConfigError(f"{where}: 'id' must be 1–128 characters without control "
+                              f"characters, got {stage_id!r}")
+        if stage_id in seen:
+            raise ConfigError(f"{where}: duplicate stage id {stage_id!r}")
+        seen.add(stage_id)
+        p = st["probability"]
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+            raise ConfigError(f"{where} ({stage_id}): 'probability' must be a number in [0, 1], "
+                              f"got {p!r}")
+        if st["category"] not in FORECAST_CATEGORIES:
+            raise ConfigError(f"{where} ({stage_id}): 'category' must be one of "
+                              f"{', '.join(FORECAST_CATEGORIES)}, got {st['category']!r}")
+        stages.append(Stage(stage_id, float(p), st["category"]))
+    return PipelineConfig(tuple(stages))
 
 
 def _validate(config: Config) -> None:
