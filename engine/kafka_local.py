@@ -291,6 +291,10 @@ class LocalKafka:
         if existing and existing.running:
             raise KafkaLocalError(f"a Kafka broker already runs on {self.data_dir} "
                                   f"(pid {existing.pid}, {existing.bootstrap})")
+        if self.security and (self.data_dir / "data" / "meta.properties").exists():
+            # SCRAM users are written when the storage is formatted, with fresh passwords
+            raise KafkaLocalError(f"a SASL_SSL broker needs a new data directory; "
+                                  f"{self.data_dir} was formatted before")
         java = find_java()
         lib = ensure_kafka_jars(self.version, self.cache_dir, self._say)
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -204,3 +204,28 @@ def test_the_worker_with_a_wrong_password_exits_naming_the_cause(broker: LocalKa
     assert done.returncode == 1
     assert "refused the credentials of SASL user 'worker'" in done.stderr
     assert "wrong" not in done.stderr.replace("wrong username", "")
+
+
+def test_kafka_start_sasl_ssl_writes_client_sections_that_work(tmp_path: Path) -> None:
+    data = tmp_path / "kafka"
+    cli = [sys.executable, "-m", "engine.cli", "kafka"]
+    done = subprocess.run([*cli, "start", "--sasl-ssl", "--data-dir", str(data)],
+                          capture_output=True, text=True, timeout=300)
+    try:
+        assert done.returncode == 0, done.stderr
+        section = data / "tls" / "worker.toml"
+        assert f"[kafka] for worker: {section}" in done.stderr
+        assert section.stat().st_mode & 0o077 == 0
+        kafka = load_config(section).kafka
+        assert (kafka.security_protocol, kafka.sasl_username) == ("SASL_SSL", "worker")
+        assert kafka.sasl_password is None and kafka.sasl_password_file
+        run(wait_for_broker(kafka, timeout=30))
+        again = subprocess.run([*cli, "stop", "--data-dir", str(data)], capture_output=True,
+                               text=True, timeout=120)
+        assert again.returncode == 0
+        again = subprocess.run([*cli, "start", "--sasl-ssl", "--data-dir", str(data)],
+                               capture_output=True, text=True, timeout=300)
+        assert again.returncode == 1 and "needs a new data directory" in again.stderr
+    finally:
+        subprocess.run([*cli, "stop", "--data-dir", str(data)], capture_output=True,
+                       timeout=120)
