@@ -237,7 +237,7 @@ def _validate_kafka_security(kafka: "KafkaConfig") -> None:
                           "and sasl_password_file")
 
 
-def _validate_exposure(config: "Config") -> None:
+def validate_exposure(config: "Config") -> None:
     """The engine refuses to serve its numbers beyond loopback without authentication."""
     host = config.worker.web_host
     if not is_loopback(host) and not config.auth.enabled:
@@ -312,7 +312,7 @@ def config_from_mapping(raw: Mapping[str, Any],
     pipeline = _build_pipeline(raw.get("pipeline", {}))
     config = Config(targets=targets, pipeline=pipeline, **sections)
     _validate(config)
-    _validate_exposure(config)
+    validate_exposure(config)
     return config
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import faust
 
-from engine.config import Config, KafkaConfig, _validate_exposure
+from engine.config import Config, KafkaConfig, validate_exposure
 from engine.kafka_client import client_kwargs, sasl_password
 from engine.security.store import TokenStore
 from engine.security.tls import server_context
@@ -69,7 +69,7 @@ def create_app(config: Config, tokens: TokenStore | None = None) -> faust.App:
     store over ``config.auth``.
     """
     worker = config.worker
-    _validate_exposure(config)
+    validate_exposure(config)
     store = tokens if tokens is not None else TokenStore(config.auth)
     return faust.App(
         worker.app_id,

@@ -51,6 +51,9 @@ class TokenStore:
                 self._file_entries = self._read_file()
             except (OSError, TokenError) as exc:
                 raise ConfigError(f"[auth] tokens_file: {exc}") from None
+            warning = tokens_file_mode_warning(self._file)
+            if warning:
+                log.warning("%s", warning)
         self._rebuild()
 
     def __len__(self) -> int:
