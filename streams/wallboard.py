@@ -1,8 +1,8 @@
 """The live wallboard: ``GET /wallboard`` (one static page) and ``GET /api/live`` (its feed).
 
 Why on the worker: a wallboard should need nothing but a browser pointed at a URL — no build
-step, no CDN, no login. The page (``engine/wallboard/``: ``index.html`` with its sibling CSS and
-JS, inlined into one response here) polls ``/api/kpis`` for the numbers and ``/api/live`` for
+step, no CDN, no login form (a kiosk link carries its token, docs/security.md). The page
+(``engine/wallboard/``: ``index.html`` with its sibling CSS and JS, inlined into one response here) polls ``/api/kpis`` for the numbers and ``/api/live`` for
 what the report's calendar windows cannot say: activity in the last N minutes and how fresh the
 data is. In a multi-worker deployment each worker holds only some partitions, so the page can
 read the global numbers from Prometheus' HTTP API instead (``?source=prometheus&prom=URL``, or
