@@ -123,7 +123,7 @@ class WorkerConfig:
     store: str = "rocksdb://"
 
 
-# -- access control and TLS of the web endpoints (issue 12) -----------------------------------------
+# -- access control and TLS of the web endpoints (issue 12) ---------------------------------
 
 #: What a rep token shows of other reps: nothing, or their counts without any money.
 REP_LEADERBOARD_POLICIES = ("none", "counts")

@@ -1,13 +1,14 @@
 """The live wallboard: ``GET /wallboard`` (one static page) and ``GET /api/live`` (its feed).
 
-Why on the worker: a wallboard should need nothing but a browser pointed at a URL — no build
-step, no CDN, no login form (a kiosk link carries its token, docs/security.md). The page
-(``engine/wallboard/``: ``index.html`` with its sibling CSS and JS, inlined into one response here) polls ``/api/kpis`` for the numbers and ``/api/live`` for
-what the report's calendar windows cannot say: activity in the last N minutes and how fresh the
-data is. In a multi-worker deployment each worker holds only some partitions, so the page can
-read the global numbers from Prometheus' HTTP API instead (``?source=prometheus&prom=URL``, or
-``KPI_WALLBOARD_PROMETHEUS_URL`` set for the worker). For that mode this module also exports
-the last-hour activity and freshness as gauges, which Prometheus sums or maxes over workers.
+Why on the worker: a wallboard should need nothing but a browser pointed at a URL — no build step,
+no CDN, no login form (a kiosk link carries its token, docs/security.md). The page
+(``engine/wallboard/``: ``index.html`` with its sibling CSS and JS, inlined into one response here)
+polls ``/api/kpis`` for the numbers and ``/api/live`` for what the report's calendar windows cannot
+say: activity in the last N minutes and how fresh the data is. In a multi-worker deployment each
+worker holds only some partitions, so the page can read the global numbers from Prometheus' HTTP
+API instead (``?source=prometheus&prom=URL``, or ``KPI_WALLBOARD_PROMETHEUS_URL`` set for the
+worker). For that mode this module also exports the last-hour activity and freshness as gauges,
+which Prometheus sums or maxes over workers.
 
 Freshness: ``last_event_at`` is the latest ``occurred_at`` (not in the future) of any counted
 event in this worker's state; ``last_counted_at`` is the wall-clock time at which this worker

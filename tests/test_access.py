@@ -321,7 +321,7 @@ def test_a_kiosk_link_carries_a_wallboard_token_and_only_that(server: Server) ->
     assert status == 401
 
 
-# -- Faust's own pages, methods, bad input ----------------------------------------------------------
+# -- Faust's own pages, methods, bad input --------------------------------------------------
 
 @pytest.mark.parametrize("path", ["/", "/router/", "/router/topics", "/table/",
                                   "/table/ledger/", "/graph/", "/stats/", "/performance/",

@@ -38,7 +38,10 @@ class LocalCA:
         self.certfile = self.directory / "ca.pem"
         keyfile = self.directory / "ca.key"
         if self.certfile.exists() and keyfile.exists():
-            self._key = serialization.load_pem_private_key(keyfile.read_bytes(), None)
+            key = serialization.load_pem_private_key(keyfile.read_bytes(), None)
+            if not isinstance(key, ec.EllipticCurvePrivateKey):
+                raise ValueError(f"{keyfile} is not the EC key this module writes")
+            self._key = key
             self._cert = x509.load_pem_x509_certificate(self.certfile.read_bytes())
             return
         self._key = ec.generate_private_key(ec.SECP256R1())
