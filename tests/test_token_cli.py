@@ -10,7 +10,7 @@ import pytest
 
 from engine.cli import main
 from engine.config import AuthConfig, config_from_mapping
-from engine.security.store import TokenStore
+from engine.security.store import Denial, TokenStore
 from engine.security.tokens import parse_token_line, token_hash
 
 
@@ -47,3 +47,23 @@ def test_a_tokens_file_others_may_write_is_reported(tmp_path: Path, caplog) -> N
     with caplog.at_level(logging.WARNING):
         TokenStore(AuthConfig(tokens_file=str(tokens)))
     assert "writable by group or others" in caplog.text
+
+
+def test_revoke_marks_the_named_lines_and_the_worker_refuses_them(tmp_path: Path,
+                                                                  capsys) -> None:
+    tokens = tmp_path / "tokens"
+    made = {}
+    for name in ("tv-lobby", "ceo"):
+        audience = "wallboard" if name.startswith("tv") else "executive"
+        assert main(["token", "new", "--audience", audience, "--name", name,
+                     "--file", str(tokens)]) == 0
+        made[name] = capsys.readouterr().out.splitlines()[0].removeprefix("token: ")
+    clock = [0.0]
+    store = TokenStore(AuthConfig(tokens_file=str(tokens)), clock=lambda: clock[0])
+    assert store.grant(made["tv-lobby"]).audience == "wallboard"
+    assert main(["token", "revoke", "--file", str(tokens), "--name", "tv-lobby"]) == 0
+    clock[0] += 5
+    assert store.grant(made["tv-lobby"]) is Denial.REVOKED
+    assert store.grant(made["ceo"]).audience == "executive"
+    assert tokens.stat().st_mode & 0o077 == 0
+    assert main(["token", "revoke", "--file", str(tokens), "--name", "tv-lobby"]) == 1
