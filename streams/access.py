@@ -86,22 +86,25 @@ def authorize(store: TokenStore, request: web.Request) -> Grant | web.Response:
     return result
 
 
-def access_middleware(store: TokenStore) -> Callable[[web.Request, Handler],
-                                                     Awaitable[web.StreamResponse]]:
-    """The middleware for ``store``'s tokens (authentication off when it has none)."""
+def access_middleware(store: TokenStore, https: bool = False
+                      ) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """The middleware for ``store``'s tokens (authentication off when it has none); with
+    ``https``, responses also tell browsers to use HTTPS only (HSTS)."""
+    extra = {"Strict-Transport-Security": "max-age=31536000"} if https else {}
 
     @web.middleware
     async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
         if path not in ENDPOINT_AUDIENCES and path not in OPEN_ENDPOINTS:
-            return _harden(error(404, "not found"), path)
+            return _harden(error(404, "not found"), path, extra)
         if request.method not in ("GET", "HEAD"):
-            return _harden(error(405, "only GET and HEAD"), path)
+            return _harden(error(405, "only GET and HEAD"), path, extra)
         if len(request.query_string) > MAX_QUERY_BYTES:
-            return _harden(error(400, f"query string longer than {MAX_QUERY_BYTES} bytes"), path)
+            return _harden(error(400, f"query string longer than {MAX_QUERY_BYTES} bytes"),
+                           path, extra)
         granted = authorize(store, request)
         if isinstance(granted, web.Response):
-            return _harden(granted, path)
+            return _harden(granted, path, extra)
         request[GRANT_KEY] = granted
         try:
             response = await handler(request)
@@ -109,14 +112,16 @@ def access_middleware(store: TokenStore) -> Callable[[web.Request, Handler],
             raise
         except Exception as exc:  # never a traceback to the client, never the query in the log
             log.error("%s %s failed: %s", request.method, path, exception_summary(exc))
-            return _harden(error(500, "internal error"), path)
-        return _harden(response, path)
+            return _harden(error(500, "internal error"), path, extra)
+        return _harden(response, path, extra)
 
     return access
 
 
-def _harden(response: web.StreamResponse, path: str) -> web.StreamResponse:
+def _harden(response: web.StreamResponse, path: str,
+            extra: dict[str, str]) -> web.StreamResponse:
     headers = response.headers
+    headers.update(extra)
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("Referrer-Policy", "no-referrer")
     headers.setdefault("Content-Security-Policy", DATA_CSP)

@@ -223,6 +223,7 @@ def test_right_tokens_get_their_endpoints_and_403_elsewhere(server: Server, path
         assert set(body) == {"error"}
     assert headers["X-Content-Type-Options"] == "nosniff"
     assert "Content-Security-Policy" in headers
+    assert "Strict-Transport-Security" not in headers  # plain HTTP: HSTS would be ignored
 
 
 # -- what an allowed body holds -----------------------------------------------------------------

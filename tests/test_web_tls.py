@@ -66,6 +66,7 @@ def test_the_web_endpoints_serve_https_with_the_configured_certificate(tmp_path:
                                        headers={"Authorization": f"Bearer {token}"}) as r:
                     assert r.status == 200
                     assert (await r.json())["events"]["counted"] == 0
+                    assert r.headers["Strict-Transport-Security"].startswith("max-age=")
                 async with session.get(url + "/api/events", ssl=trusted) as r:
                     assert r.status == 401
                 # a client that does not trust the run-time CA refuses the server
