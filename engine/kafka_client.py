@@ -153,6 +153,13 @@ async def create_consumer(kafka_config: KafkaConfig, *topics: str,
     return consumer
 
 
+async def preflight(kafka_config: KafkaConfig) -> None:
+    """Fail fast, naming the cause (:class:`KafkaAccessError`), when the broker refuses this
+    client's TLS or SASL settings; nothing to check for PLAINTEXT."""
+    if kafka_config.security_protocol != "PLAINTEXT":
+        await check_access(kafka_config, await _probe_tcp(kafka_config.bootstrap_servers))
+
+
 async def wait_for_broker(bootstrap: str | KafkaConfig, timeout: float = 30.0) -> dict[str, Any]:
     """Wait until a metadata request listing at least one broker succeeds; return the metadata.
 

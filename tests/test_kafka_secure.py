@@ -229,3 +229,19 @@ def test_kafka_start_sasl_ssl_writes_client_sections_that_work(tmp_path: Path) -
     finally:
         subprocess.run([*cli, "stop", "--data-dir", str(data)], capture_output=True,
                        timeout=120)
+
+
+@pytest.mark.parametrize("command", ["produce", "generate"])
+def test_the_cli_with_a_wrong_password_says_so(broker: LocalKafka, tmp_path: Path,
+                                               command: str) -> None:
+    config = tmp_path / "producer.toml"
+    config.write_text(BASE + _kafka_section(broker.client_config("producer", password="nope")))
+    events = tmp_path / "events.jsonl"
+    events.write_text("{}\n")
+    args = ([str(events)] if command == "produce"
+            else ["--kafka", "--days", "1", "--events", "10"])
+    done = subprocess.run([sys.executable, "-m", "engine.cli", command, *args, "--config",
+                           str(config)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "refused the credentials of SASL user 'producer'" in done.stderr
+    assert "Traceback" not in done.stderr
