@@ -42,7 +42,9 @@ OPEN_ENDPOINTS = frozenset({"/ready"})
 #: What the wallboard page reads of the report (engine/wallboard/wallboard.js).
 WALLBOARD_WINDOWS = frozenset({("day", 0), ("month", 0), ("month", 1)})
 WALLBOARD_KPIS = frozenset({"revenue_won", "deals_won", "leads_qualified", "activities",
-                            "win_rate", "lead_conversion_rate"})
+                            "win_rate", "lead_conversion_rate", "forecast_commit",
+                            "forecast_best_case", "forecast_weighted",
+                            "pipeline_deals_by_stage"})
 WALLBOARD_REP_KPIS = frozenset({"revenue_won", "deals_won"})
 WALLBOARD_TARGETS = frozenset({"revenue_won"})
 #: What ``rep_leaderboard = "counts"`` shows of another rep: counts, never money.
