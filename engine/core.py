@@ -308,9 +308,10 @@ class Core:
             return self._apply_acquisition(event)
         event_id = event.event_id
         seen = self.seen
-        if event_id in seen:
+        before = len(seen)
+        seen.add(event_id)  # one hash probe: a duplicate leaves the size unchanged
+        if len(seen) == before:
             return False
-        seen.add(event_id)
         self.version += 1
         ts = event.ts
         if self._current_start <= ts < self._current_end:
