@@ -99,7 +99,8 @@ class KafkaConfig:
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
-    sasl_password: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)  # never in logs or reprs
+    sasl_password_file: str | None = None  # the password in a file (Docker/Kubernetes secrets)
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
@@ -135,6 +136,130 @@ class WorkerConfig:
     standby_replicas: int = 1
 
 
+# -- access control and TLS of the web endpoints (issue 12) ---------------------------------
+
+#: What a rep token shows of other reps: nothing, or their counts without any money.
+REP_LEADERBOARD_POLICIES = ("none", "counts")
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """``[auth]``: the bearer tokens of the web endpoints (see :mod:`engine.security.tokens`).
+
+    ``tokens`` are token lines (hashes, never tokens; ``KPI_AUTH_TOKENS`` takes them separated
+    by newlines or ``;``); ``tokens_file`` holds more, one a line, and is re-read when it
+    changes, so a revoked kiosk link stops working without a restart. With neither, the
+    endpoints are open, which the engine allows on loopback only.
+    """
+
+    tokens: tuple[str, ...] = ()
+    tokens_file: str | None = None
+    rep_leaderboard: str = "none"
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.tokens) or self.tokens_file is not None
+
+
+@dataclass(frozen=True, slots=True)
+class WebTlsConfig:
+    """``[web_tls]``: serve the web endpoints over HTTPS with this certificate chain and key."""
+
+    certfile: str | None = None
+    keyfile: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.certfile is not None
+
+
+_SECURITY_SECTIONS: dict[str, type] = {"auth": AuthConfig, "web_tls": WebTlsConfig}
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def is_loopback(host: str) -> bool:
+    """True if a server bound to ``host`` is reachable from this machine only."""
+    import ipaddress
+
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _build_security_sections(raw: Mapping[str, Any],
+                             environ: Mapping[str, str] | None) -> dict[str, Any]:
+    """``[auth]`` and ``[web_tls]``: scalar keys as usual, ``tokens`` a list of token lines."""
+    from engine.security.tokens import TokenError, parse_token_lines, split_token_lines
+
+    out: dict[str, Any] = {}
+    for name, cls in _SECURITY_SECTIONS.items():
+        values = raw.get(name, {})
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"[{name}] must be a table")
+        values = dict(values)
+        if environ:
+            values.update(_env_overrides(name, cls, environ))
+        tokens = values.pop("tokens", None) if name == "auth" else None
+        section = _build_section(name, cls, values)
+        if name == "auth" and tokens is not None:
+            if isinstance(tokens, str):
+                tokens = split_token_lines(tokens)
+            if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+                raise ConfigError("[auth] tokens must be a list of token lines")
+            tokens = [t.strip() for t in tokens if t.strip() and not t.strip().startswith("#")]
+            try:
+                parse_token_lines(tokens, "[auth] tokens")
+            except TokenError as exc:
+                raise ConfigError(str(exc)) from None
+            section = replace(section, tokens=tuple(tokens))
+        out[name] = section
+    auth, tls = out["auth"], out["web_tls"]
+    if auth.rep_leaderboard not in REP_LEADERBOARD_POLICIES:
+        raise ConfigError("[auth] rep_leaderboard must be one of "
+                          + ", ".join(REP_LEADERBOARD_POLICIES))
+    if (tls.certfile is None) != (tls.keyfile is None):
+        raise ConfigError("[web_tls] certfile and keyfile go together")
+    return out
+
+
+#: SASL mechanisms the engine's clients (aiokafka, Faust) can actually use with the settings
+#: the configuration offers; GSSAPI and OAUTHBEARER need more than a username and password.
+SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+
+
+def _validate_kafka_security(kafka: "KafkaConfig") -> None:
+    proto, mechanism = kafka.security_protocol, kafka.sasl_mechanism
+    if not proto.startswith("SASL"):
+        if mechanism:
+            raise ConfigError(f"[kafka] sasl_mechanism is set but security_protocol is {proto}; "
+                              "use SASL_SSL (or SASL_PLAINTEXT)")
+        return
+    if mechanism not in SASL_MECHANISMS:
+        raise ConfigError(f"[kafka] sasl_mechanism {mechanism!r} is not supported; use one of "
+                          + ", ".join(SASL_MECHANISMS))
+    if mechanism == "PLAIN" and proto != "SASL_SSL":
+        raise ConfigError("[kafka] sasl_mechanism PLAIN sends the password in clear text: use it "
+                          "with security_protocol SASL_SSL only (or SCRAM-SHA-512)")
+    if not kafka.sasl_username:
+        raise ConfigError("[kafka] sasl_username is required with a SASL security_protocol")
+    if (kafka.sasl_password is None) == (kafka.sasl_password_file is None):
+        raise ConfigError("[kafka] give exactly one of sasl_password (or KPI_KAFKA_SASL_PASSWORD) "
+                          "and sasl_password_file")
+
+
+def validate_exposure(config: "Config") -> None:
+    """The engine refuses to serve its numbers beyond loopback without authentication."""
+    host = config.worker.web_host
+    if not is_loopback(host) and not config.auth.enabled:
+        raise ConfigError(
+            f"[worker] web_host {host!r} is reachable beyond this machine, but no tokens are "
+            "configured: set [auth] tokens_file (or KPI_AUTH_TOKENS; `kpi-engine token new` "
+            "makes them), or listen on 127.0.0.1")
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     calendar: CalendarConfig = field(default_factory=CalendarConfig)
@@ -145,6 +270,8 @@ class Config:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     topics: TopicsConfig = field(default_factory=TopicsConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    web_tls: WebTlsConfig = field(default_factory=WebTlsConfig)
 
 
 _SECTIONS: dict[str, type] = {
@@ -181,7 +308,7 @@ def load_config(path: str | os.PathLike[str] | None = None,
 def config_from_mapping(raw: Mapping[str, Any],
                         environ: Mapping[str, str] | None = None) -> Config:
     """Build a validated :class:`Config` from parsed TOML (and optional env overrides)."""
-    unknown = set(raw) - set(_SECTIONS) - {"targets", "pipeline"}
+    unknown = set(raw) - set(_SECTIONS) - {"targets", "pipeline"} - set(_SECURITY_SECTIONS)
     if unknown:
         raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
     sections: dict[str, Any] = {}
@@ -193,10 +320,12 @@ def config_from_mapping(raw: Mapping[str, Any],
         if environ:
             values.update(_env_overrides(name, cls, environ))
         sections[name] = _build_section(name, cls, values)
+    sections.update(_build_security_sections(raw, environ))
     targets = _build_targets(raw.get("targets", []))
     pipeline = _build_pipeline(raw.get("pipeline", {}))
     config = Config(targets=targets, pipeline=pipeline, **sections)
     _validate(config)
+    validate_exposure(config)
     return config
 
 
@@ -367,6 +496,7 @@ def _validate(config: Config) -> None:
         raise ConfigError("[kafka] security_protocol must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
     if proto.startswith("SASL") and not config.kafka.sasl_mechanism:
         raise ConfigError("[kafka] sasl_mechanism is required with a SASL security_protocol")
+    _validate_kafka_security(config.kafka)
 
 
 def with_overrides(config: Config, **sections: Any) -> Config:

@@ -13,6 +13,10 @@ seeded model, so both number their leads, deals and customers from 1 (``ld-00001
 keeps the *earliest* event of an entity, so live ``lead.created`` events reusing history ids
 would never count as new leads. Live ids get a ``live-`` prefix instead (:func:`namespaced`).
 
+The demo turns authentication on, as a real deployment would (docs/security.md): it makes an
+executive token, a kiosk link for the wallboard and a token for its Prometheus, keeps their
+hashes in ``<dir>/tokens`` and prints the links; the worker still listens on loopback only.
+
 Children run in their own sessions, so a terminal's Ctrl-C reaches only this process and the
 stop order stays ours; on Linux they also get a parent-death signal, so even a ``kill -9`` of
 the demo leaves no worker or Prometheus behind (and the next run stops a leftover broker).
@@ -47,8 +51,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 import orjson
 from aiokafka.errors import KafkaError
 
-from engine.config import Config, KafkaConfig, config_from_mapping, load_config
+from engine.config import AuthConfig, Config, KafkaConfig, config_from_mapping, load_config
 from engine.kafka_local import KafkaLocalError, LocalKafka, free_port, read_state, stop_pid
+from engine.security.tokens import TokenEntry, format_token_line, new_token, token_hash
 
 if TYPE_CHECKING:
     from engine.tooling.generator import GeneratorSettings
@@ -143,22 +148,57 @@ def base_config(config_path: str | None) -> Config:
     return config_from_mapping(DEMO_DEFAULTS)
 
 
-def demo_config(base: Config, bootstrap: str, web_port: int, data_dir: Path) -> Config:
-    """``base`` pointed at the demo's broker, web port and data directory."""
+def demo_config(base: Config, bootstrap: str, web_port: int, data_dir: Path,
+                tokens_file: Path | None = None) -> Config:
+    """``base`` pointed at the demo's broker, web port, data directory and tokens file."""
+    auth = base.auth if tokens_file is None else replace(base.auth,
+                                                         tokens_file=str(tokens_file))
     return replace(base,
                    kafka=KafkaConfig(bootstrap_servers=bootstrap, client_id=base.kafka.client_id),
                    worker=replace(base.worker, web_host="127.0.0.1", web_port=web_port,
-                                  data_dir=str(data_dir)))
+                                  data_dir=str(data_dir)),
+                   auth=auth)
+
+
+@dataclass(frozen=True, slots=True)
+class DemoTokens:
+    """The tokens the demo makes for itself: shown once, stored hashed in ``tokens_file``."""
+
+    executive: str
+    wallboard: str
+    metrics: str
+    tokens_file: Path
+    metrics_file: Path  # the metrics token itself, for Prometheus' credentials_file
+
+    @classmethod
+    def create(cls, directory: Path) -> DemoTokens:
+        tokens = {audience: new_token() for audience in ("executive", "wallboard", "metrics")}
+        lines = [format_token_line(TokenEntry(sha256=token_hash(token), audience=audience,
+                                              name=f"demo-{audience}"))
+                 for audience, token in tokens.items()]
+        tokens_file, metrics_file = directory / "tokens", directory / "metrics.token"
+        _write_private(tokens_file, "\n".join(lines) + "\n")
+        _write_private(metrics_file, tokens["metrics"] + "\n")
+        return cls(tokens["executive"], tokens["wallboard"], tokens["metrics"], tokens_file,
+                   metrics_file)
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
 
 
 def config_toml(config: Config) -> str:
     """``config`` as a TOML file that :func:`engine.config.load_config` reads back as equal."""
     out: list[str] = []
-    for section in ("calendar", "money", "limits", "kafka", "topics", "worker"):
+    for section in ("calendar", "money", "limits", "kafka", "topics", "worker", "auth",
+                    "web_tls"):
         values = getattr(config, section)
         out.append(f"[{section}]")
         out += [f"{f.name} = {_toml_value(getattr(values, f.name))}"
-                for f in fields(values) if getattr(values, f.name) is not None]
+                for f in fields(values) if getattr(values, f.name) not in (None, ())]
         out.append("")
     for stage in config.pipeline.stages:
         out.append("[[pipeline.stages]]")
@@ -173,6 +213,8 @@ def config_toml(config: Config) -> str:
 
 
 def _toml_value(value: object) -> str:
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
@@ -196,9 +238,15 @@ def backfill_settings(config: Config, seed: int, start: datetime,
 
 
 def prometheus_config(target: str, rule_files: list[Path],
-                      scrape_interval: str = SCRAPE_INTERVAL) -> str:
-    """A Prometheus config scraping the worker at ``target`` and loading ``rule_files``."""
+                      scrape_interval: str = SCRAPE_INTERVAL,
+                      credentials_file: Path | None = None) -> str:
+    """A Prometheus config scraping the worker at ``target`` and loading ``rule_files``;
+    with ``credentials_file``, the scrape sends that file's token as a bearer token."""
     rules = "".join(f"  - {json.dumps(str(path))}\n" for path in rule_files)
+    authorization = ("" if credentials_file is None else
+                     "    authorization:\n"
+                     "      type: Bearer\n"
+                     f"      credentials_file: {json.dumps(str(credentials_file))}\n")
     return (
         "# Written by kpi-engine demo; rewritten on every run.\n"
         "global:\n"
@@ -208,6 +256,7 @@ def prometheus_config(target: str, rule_files: list[Path],
         + "scrape_configs:\n"
         "  - job_name: kpi-engine\n"
         "    metrics_path: /metrics\n"
+        + authorization +
         "    static_configs:\n"
         f"      - targets: [{json.dumps(target)}]\n"
         "        labels: {instance_name: demo-worker}\n"
@@ -283,9 +332,11 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return f"last lines of {path}:\n" + "\n".join("  " + line for line in tail)
 
 
-def _http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+def _http_get(url: str, timeout: float = 5.0, token: str | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(
+        url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -424,6 +475,7 @@ class Demo:
         self.stopping = False
         self.worker: ChildProcess | None = None
         self.prometheus: ChildProcess | None = None
+        self.tokens: DemoTokens | None = None
         self.kafka: LocalKafka | None = None
         self.feed: LiveFeed | None = None
         self.config: Config | None = None
@@ -528,8 +580,9 @@ class Demo:
             self.kafka.start()
         except KafkaLocalError as exc:
             raise DemoError(f"cannot start Kafka: {exc}") from None
+        self.tokens = DemoTokens.create(self.dir)
         self.config = config = demo_config(base, self.kafka.bootstrap, web_port,
-                                           self.dir / "worker")
+                                           self.dir / "worker", self.tokens.tokens_file)
 
         say.step("topics: creating the input and dead-letter topics")
         self._create_topics(config)
@@ -660,7 +713,9 @@ class Demo:
         say = self.console
         rules = rule_files(say=lambda m: say.detail(f"Prometheus: {m}"))
         config_file = self.dir / "prometheus.yml"
-        config_file.write_text(prometheus_config(f"127.0.0.1:{web_port}", rules))
+        assert self.tokens is not None
+        config_file.write_text(prometheus_config(f"127.0.0.1:{web_port}", rules,
+                                                 credentials_file=self.tokens.metrics_file))
         say.step(f"Prometheus: starting on 127.0.0.1:{port}, scraping the worker every "
                  f"{SCRAPE_INTERVAL} with {len(rules)} rule file{'s' * (len(rules) != 1)} "
                  f"(log: {self._rel(self.dir / 'prometheus.log')})")
@@ -692,11 +747,17 @@ class Demo:
     def _print_summary(self) -> None:
         say, web = self.console, self._worker_url("")
         say.say()
-        say.say("The demo is running:")
-        say.say(f"  live wallboard      {web}/wallboard")
+        assert self.tokens is not None
+        tokens = self.tokens
+        say.say("The demo is running (with authentication, as in production; docs/security.md):")
+        say.say(f"  live wallboard      {web}/wallboard?token={tokens.wallboard}")
         say.say(f"  KPI report (JSON)   {web}/api/kpis")
         say.say(f"  Prometheus metrics  {web}/metrics")
         say.say(f"  readiness           {web}/ready")
+        say.say(f"  executive token     {tokens.executive}")
+        say.say(f"  metrics token       {tokens.metrics}")
+        say.say(f"  token hashes        {self._rel(tokens.tokens_file)} (more: kpi-engine token "
+                "new --help)")
         if self.prometheus is not None:
             prometheus = f"http://127.0.0.1:{self.prometheus_port}"
             say.say(f"  Prometheus UI       {prometheus}/graph")
@@ -712,7 +773,8 @@ class Demo:
             say.say(f"  Grafana dashboards  {self._rel(grafana)}/ (none there yet)")
         say.say(f"  config and logs     {self._rel(self.dir)}/")
         say.say()
-        say.say("Try: curl -s " + web + "/api/kpis | python3 -m json.tool | less")
+        say.say(f"Try: curl -s -H 'Authorization: Bearer {tokens.executive}' {web}/api/kpis "
+                "| python3 -m json.tool | less")
         if self.prometheus is not None:
             say.say(f"     or, in the Prometheus UI, query {self._example_query()}")
         when = (f"stops by itself after {self.options.duration:g}s, or "
@@ -723,7 +785,8 @@ class Demo:
     def _example_query(self) -> str:
         """A KPI recording rule when the worker exports KPI components, else a plain counter."""
         with contextlib.suppress(OSError):
-            status, body = _http_get(self._worker_url("/metrics"))
+            status, body = _http_get(self._worker_url("/metrics"),
+                                     token=self.tokens.metrics if self.tokens else None)
             if status == 200 and re.search(rb"^kpi_revenue_won\b", body, re.MULTILINE):
                 return 'kpi:revenue_won{period="month",offset="0",scope="company"}'
         return "rate(kpi_messages_consumed_total[1m])"

@@ -31,7 +31,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Self
 
+from engine.config import KafkaConfig
 from engine.kafka_client import wait_for_broker
+from engine.kafka_secure import BrokerSecurity, SecureFiles
 
 DEFAULT_VERSION = "4.1.2"
 LOG4J_VERSION = "2.24.3"  # the log4j2 release Kafka 4.1 is built against
@@ -260,8 +262,12 @@ class LocalKafka:
 
     def __init__(self, data_dir: str | os.PathLike[str], *, port: int = 0,
                  version: str = DEFAULT_VERSION, cache_dir: Path | None = None,
-                 progress: Progress | None = None, startup_timeout: float = 90.0) -> None:
+                 progress: Progress | None = None, startup_timeout: float = 90.0,
+                 security: BrokerSecurity | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
+        # SASL_SSL with SCRAM users, a run-time CA and ACLs (engine/kafka_secure.py)
+        self.security = security
+        self.secure: SecureFiles | None = None
         self.port = port
         self.version = version
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir(version)
@@ -285,6 +291,10 @@ class LocalKafka:
         if existing and existing.running:
             raise KafkaLocalError(f"a Kafka broker already runs on {self.data_dir} "
                                   f"(pid {existing.pid}, {existing.bootstrap})")
+        if self.security and (self.data_dir / "data" / "meta.properties").exists():
+            # SCRAM users are written when the storage is formatted, with fresh passwords
+            raise KafkaLocalError(f"a SASL_SSL broker needs a new data directory; "
+                                  f"{self.data_dir} was formatted before")
         java = find_java()
         lib = ensure_kafka_jars(self.version, self.cache_dir, self._say)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -292,7 +302,9 @@ class LocalKafka:
         port, controller_port = (self.port, picked[0]) if self.port else picked[:2]
         self.bootstrap = f"127.0.0.1:{port}"
         properties = self.data_dir / "server.properties"
-        properties.write_text(self._server_properties(port, controller_port))
+        properties.write_text(self._secure_properties(port, controller_port)
+                              if self.security else self._server_properties(port,
+                                                                             controller_port))
         log4j_config = self.data_dir / "log4j2.properties"
         log4j_config.write_text(_LOG4J2)
         classpath = ["-cp", str(lib / "*"), f"-Dlog4j2.configurationFile={log4j_config}"]
@@ -311,6 +323,9 @@ class LocalKafka:
         state_path(self.data_dir).write_text(json.dumps(asdict(state), indent=2) + "\n")
         try:
             _run(self._wait_ready())
+            if self.secure is not None:
+                self._say(f"creating {len(self.secure.security.acls)} ACL bindings")
+                self.secure.create_acls(java, classpath)
         except BaseException:
             self.stop()
             raise
@@ -370,12 +385,33 @@ class LocalKafka:
         }
         return "".join(f"{key}={value}\n" for key, value in settings.items())
 
+    def _secure_properties(self, port: int, controller_port: int) -> str:
+        """:meth:`_server_properties` with the one client listener on SASL_SSL."""
+        assert self.security is not None
+        self.secure = SecureFiles(self.data_dir, self.security)
+        self.secure.write_admin_properties(f"127.0.0.1:{port}")
+        settings = dict(line.split("=", 1) for line in
+                        self._server_properties(port, controller_port).splitlines())
+        settings.update({
+            "listeners": f"SASL_SSL://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            "advertised.listeners": f"SASL_SSL://127.0.0.1:{port}",
+            **{key: str(value) for key, value in self.secure.server_properties(port).items()},
+        })
+        return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+    def client_config(self, user: str = "admin", password: str | None = None) -> KafkaConfig:
+        """``[kafka]`` settings to reach this broker as ``user`` (PLAINTEXT when not secure)."""
+        if self.secure is None:
+            return KafkaConfig(bootstrap_servers=self.bootstrap)
+        return self.secure.client_config(self.bootstrap, user, password)
+
     def _format(self, java: str, classpath: list[str], properties: Path) -> None:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         self._say(f"formatting KRaft storage in {self.data_dir / 'data'}")
         result = subprocess.run(
             [java, *JVM_OPTIONS, *classpath, "kafka.tools.StorageTool", "format",
-             f"--cluster-id={cluster_id}", f"--config={properties}"],  # ids may start with "-"
+             f"--cluster-id={cluster_id}", f"--config={properties}",  # ids may start with "-"
+             *(self.secure.format_arguments() if self.secure else [])],
             capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
         if result.returncode != 0:
             raise KafkaLocalError(f"formatting Kafka storage in {self.data_dir} failed:\n"
@@ -384,7 +420,8 @@ class LocalKafka:
     async def _wait_ready(self) -> None:
         process = self._process
         assert process is not None
-        waiter = asyncio.ensure_future(wait_for_broker(self.bootstrap, self.startup_timeout))
+        target: str | KafkaConfig = self.client_config() if self.secure else self.bootstrap
+        waiter = asyncio.ensure_future(wait_for_broker(target, self.startup_timeout))
         while not waiter.done():
             if process.poll() is not None:
                 waiter.cancel()

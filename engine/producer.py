@@ -29,7 +29,7 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.partitioner import murmur2
 
 from engine.config import KafkaConfig
-from engine.kafka_client import client_kwargs, ensure_topics
+from engine.kafka_client import client_kwargs, ensure_topics, preflight
 
 __all__ = ["ProduceResult", "entity_key", "send_lines"]
 
@@ -96,6 +96,7 @@ async def send_lines(lines: Iterable[bytes] | AsyncIterable[bytes], *, topic: st
     live generator can pace itself without blocking the event loop. A message larger than
     ``max_request_size`` (the broker's default limit) is counted as failed and not sent.
     """
+    await preflight(kafka_config)  # a wrong password or CA: a clear error, not a retry loop
     if partitions is not None:
         await ensure_topics(kafka_config, {topic: partitions})
     producer = AIOKafkaProducer(**client_kwargs(kafka_config), acks="all", linger_ms=linger_ms,

@@ -21,5 +21,20 @@ def parse_instant(text: str) -> int:
     return micros
 
 
+#: The instants the API answers for: the report reaches three years back (the year-ago base of
+#: the previous fiscal year) and one forward (a window's end), and Python's dates end at
+#: years 1 and 9999; a wide margin inside those limits, so ``as_of`` never makes a 500.
+AS_OF_MIN = -2208988800 * MICRO  # 1900-01-01T00:00:00Z
+AS_OF_MAX = 221845392000 * MICRO  # 9000-01-01T00:00:00Z
+
+
+def parse_as_of(text: str) -> int:
+    """:func:`parse_instant`, limited to ``[AS_OF_MIN, AS_OF_MAX)``; ``ValueError`` otherwise."""
+    micros = parse_instant(text)
+    if not AS_OF_MIN <= micros < AS_OF_MAX:
+        raise ValueError("as_of must be between 1900-01-01T00:00:00Z and 9000-01-01T00:00:00Z")
+    return micros
+
+
 def now_micros() -> int:
     return time.time_ns() // (1_000_000_000 // MICRO)

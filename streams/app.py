@@ -12,14 +12,27 @@ Settings that matter for correctness:
   the input partition and offset it came from; see :mod:`streams.ledger`).
 - ``web_tables_enabled`` is off: the ``/table`` endpoints would expose raw entity rows.
 - the consumer starts at ``earliest`` for a new group, so the first start reads the whole input.
+
+Settings that matter for security (issue 12, docs/security.md):
+
+- Faust reads its settings from environment variables too (``WEB_BIND``,
+  ``APP_WEB_TABLES_ENABLED``, ``APP_DEBUG``…) and lets them win over the arguments given here.
+  The app gets an empty environment (``env={}``), so only the engine's configuration
+  (``KPI_*``) decides.
+- Faust's own pages (router, tables, graph, statistics) are off, and the access middleware
+  (:mod:`streams.access`) answers 404 for every path that is not an engine endpoint anyway.
+- ``[web_tls]`` gives the server its certificate; ``[auth]`` its tokens.
 """
 
 from __future__ import annotations
 
 import faust
 
-from engine.config import Config, KafkaConfig
-from engine.kafka_client import client_kwargs
+from engine.config import Config, KafkaConfig, validate_exposure
+from engine.kafka_client import client_kwargs, sasl_password
+from engine.security.store import TokenStore
+from engine.security.tls import server_context
+from streams.access import access_middleware
 from streams.membership import instance_id
 
 #: Faust's own producer carries none of the worker's data (the stages have their own,
@@ -49,17 +62,25 @@ def broker_credentials(kafka: KafkaConfig) -> faust.auth.Credentials | None:
         return faust.SSLCredentials(ssl_context)
     return faust.SASLCredentials(
         username=kafka.sasl_username,
-        password=kafka.sasl_password,
+        password=sasl_password(kafka),
         ssl_context=ssl_context,  # SASL_SSL when given, SASL_PLAINTEXT otherwise
         mechanism=kafka.sasl_mechanism,
     )
 
 
-def create_app(config: Config) -> faust.App:
-    """A new, unstarted ``faust.App`` configured from ``config``."""
+def create_app(config: Config, tokens: TokenStore | None = None) -> faust.App:
+    """A new, unstarted ``faust.App`` configured from ``config``.
+
+    Raises :class:`~engine.config.ConfigError` when the web server would be reachable beyond
+    loopback without tokens, or a TLS or tokens file cannot be used. ``tokens`` defaults to a
+    store over ``config.auth``.
+    """
     worker = config.worker
+    validate_exposure(config)
+    store = tokens if tokens is not None else TokenStore(config.auth)
     return faust.App(
         worker.app_id,
+        env={},  # Faust's own environment variables must not override the engine's settings
         broker=broker_url(config.kafka),
         broker_credentials=broker_credentials(config.kafka),
         broker_client_id=config.kafka.client_id,
@@ -70,6 +91,13 @@ def create_app(config: Config) -> faust.App:
         web_port=worker.web_port,
         web_tables_enabled=False,
         web_graph_enabled=False,
+        web_router_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,
+        debug=False,
+        web_ssl_context=server_context(config.web_tls),
+        web_application_options={"middlewares": [
+            access_middleware(store, https=config.web_tls.enabled)]},
         topic_partitions=config.topics.partitions,
         topic_replication_factor=config.topics.replication_factor,
         consumer_group_instance_id=instance_id(config),

@@ -56,6 +56,7 @@ from engine.kafka_client import client_kwargs
 from engine.timestamps import now_micros
 from streams.kafka import FatalHandler, exit_on_kafka_failure, new_producer
 from streams.input_identity import IdentityRecorder, fingerprint
+from streams.logsafe import exception_summary
 from streams.ledger import encode_bundle, event_items, invalid_item
 from streams.membership import instance_id
 from streams.topics import (
@@ -230,7 +231,9 @@ class Ingest(Service):
             late = self.decoder.check_live_time(result, now_us)
             return result if late is None else late
         except Exception as exc:  # a decoder bug must neither stop nor lose anything
-            log.exception("could not judge a message; dead-lettering it")
+            # The exception's text may quote the event (personal data): its type only.
+            log.error("could not judge a message (%s); dead-lettering it",
+                      exception_summary(exc))
             return Rejection("invalid_field", f"the engine could not process this event: {exc!r}")
 
     def plan(self, batch: dict[TopicPartition, list[Any]], now_us: int) -> list[_Send]:

@@ -16,6 +16,10 @@ answer may be up to a second old, and the apply agent never waits behind a crowd
 
 ``/api/events`` is the report's ``events`` block alone: cheap enough to poll many times a
 second, e.g. to measure how soon an event produced to Kafka is counted.
+
+Who may call what, and which scopes each audience gets, is decided by :mod:`streams.access`
+(the middleware in front of every route) and :mod:`engine.security.audience` (the report cut
+to the caller's audience before it is serialised).
 """
 
 from __future__ import annotations
@@ -29,8 +33,11 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from engine.calendar import Calendar
 from engine.config import Config
 from engine.report import build_report
-from engine.timestamps import now_micros, parse_instant
+from engine.security.audience import filter_report
+from engine.security.membership import rep_teams
+from engine.timestamps import now_micros, parse_as_of
 from engine.view import event_counts
+from streams.access import grant_of
 from streams.answers import Busy, SharedAnswers
 from streams.metrics import WorkerMetrics
 from streams.replicas import Replicas, cores_and_counts
@@ -72,7 +79,7 @@ def register_views(app: faust.App, config: Config, cores: PartitionCores,
             as_of = now_micros()
         else:
             try:
-                as_of = parse_instant(text)
+                as_of = parse_as_of(text)
             except ValueError as exc:
                 return view.bytes(orjson.dumps({"error": str(exc)}), content_type=JSON,
                                   status=400)
@@ -82,19 +89,25 @@ def register_views(app: faust.App, config: Config, cores: PartitionCores,
             return _missing(view, cores, served, missing)
         key = (cores.epoch, tuple(p for p, _ in served),
                None if text is None or not text.strip() else as_of)
+        inputs = _report_inputs(served, as_of, config)
         try:
-            body = answers.get("kpis", key, lambda: orjson.dumps(
-                build_report(*_report_inputs(served, as_of, config))))
+            # The whole report is shared; each caller gets it cut to its audience.
+            report = answers.get("kpis", key, lambda: build_report(*inputs))
         except Busy as exc:
             return _busy(view, exc)
-        return view.bytes(body, content_type=JSON, headers=_partition_headers(served, missing))
+        grant = grant_of(request)
+        if not grant.everything:
+            report = filter_report(report, grant, rep_teams(inputs[0], calendar, as_of),
+                                   config.auth.rep_leaderboard)
+        return view.bytes(orjson.dumps(report), content_type=JSON,
+                          headers=_partition_headers(served, missing))
 
     @app.page("/api/events", name="kpi-events")
     async def events(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         """The report's ``events`` block at ``as_of`` (default now), without the windows."""
         text = request.query.get("as_of")
         try:
-            as_of = now_micros() if text is None or not text.strip() else parse_instant(text)
+            as_of = now_micros() if text is None or not text.strip() else parse_as_of(text)
         except ValueError as exc:
             return view.bytes(orjson.dumps({"error": str(exc)}), content_type=JSON, status=400)
         served, missing = coverage(cores, replicas)

@@ -1,13 +1,14 @@
 """The live wallboard: ``GET /wallboard`` (one static page) and ``GET /api/live`` (its feed).
 
-Why on the worker: a wallboard should need nothing but a browser pointed at a URL — no build
-step, no CDN, no login. The page (``engine/wallboard/``: ``index.html`` with its sibling CSS and
-JS, inlined into one response here) polls ``/api/kpis`` for the numbers and ``/api/live`` for
-what the report's calendar windows cannot say: activity in the last N minutes and how fresh the
-data is. In a multi-worker deployment each worker holds only some partitions, so the page can
-read the global numbers from Prometheus' HTTP API instead (``?source=prometheus&prom=URL``, or
-``KPI_WALLBOARD_PROMETHEUS_URL`` set for the worker). For that mode this module also exports
-the last-hour activity and freshness as gauges, which Prometheus sums or maxes over workers.
+Why on the worker: a wallboard should need nothing but a browser pointed at a URL — no build step,
+no CDN, no login form (a kiosk link carries its token, docs/security.md). The page
+(``engine/wallboard/``: ``index.html`` with its sibling CSS and JS, inlined into one response here)
+polls ``/api/kpis`` for the numbers and ``/api/live`` for what the report's calendar windows cannot
+say: activity in the last N minutes and how fresh the data is. In a multi-worker deployment each
+worker holds only some partitions, so the page can read the global numbers from Prometheus' HTTP
+API instead (``?source=prometheus&prom=URL``, or ``KPI_WALLBOARD_PROMETHEUS_URL`` set for the
+worker). For that mode this module also exports the last-hour activity and freshness as gauges,
+which Prometheus sums or maxes over workers.
 
 Freshness: ``last_event_at`` is the latest ``occurred_at`` (not in the future) of any counted
 event in this worker's state; ``last_counted_at`` is the wall-clock time at which this worker
@@ -18,8 +19,12 @@ older than its ``stale`` parameter.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
+import re
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from datetime import timezone
 from importlib import resources
@@ -32,12 +37,15 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from engine.calendar import Calendar, from_micros
-from engine.config import Config
+from engine.config import Config, is_loopback
 from engine.core import Core
 from engine.event import ACTIVITY_TYPES, MICRO
 from engine.measures import ACTIVITY_INDEX
-from engine.timestamps import now_micros, parse_instant
+from engine.security.audience import filter_live, may_see_team
+from engine.security.membership import rep_teams
+from engine.timestamps import now_micros, parse_as_of
 from engine.view import View
+from streams.access import grant_of
 
 JSON = "application/json"
 PROMETHEUS_URL_ENV = "KPI_WALLBOARD_PROMETHEUS_URL"
@@ -249,6 +257,31 @@ def page_html(settings: dict[str, Any]) -> str:
                         f'{settings_json}</script>')
 
 
+def page_csp(html: str, prometheus_url: str | None, loopback: bool = False) -> str:
+    """The page's Content-Security-Policy: its own inline script (by hash) and nothing else.
+
+    The page may fetch from its own origin and, in Prometheus mode, only from the Prometheus
+    the server was configured with (``PROMETHEUS_URL_ENV``): a ``prom=`` query parameter
+    pointing elsewhere is blocked by the browser, so a crafted link cannot send the page's
+    requests (and its token) to another host. A worker bound to loopback (``loopback``) is
+    viewed from its own machine, whose loopback Prometheus instances are allowed too.
+    """
+    scripts = re.findall(r"<script>(.*?)</script>", html, flags=re.S)
+    hashes = " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(s.encode()).digest()).decode() + "'"
+        for s in scripts)
+    connect = "'self'"
+    if prometheus_url:
+        parts = urllib.parse.urlsplit(prometheus_url)
+        if parts.scheme in ("http", "https") and parts.netloc:
+            connect += f" {parts.scheme}://{parts.netloc}"
+    if loopback:
+        connect += " http://127.0.0.1:* http://localhost:*"
+    return (f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; "
+            f"img-src 'self' data:; connect-src {connect}; base-uri 'none'; "
+            "form-action 'none'; frame-ancestors 'none'")
+
+
 def page_settings(config: Config, environ: dict[str, str] | None = None) -> dict[str, Any]:
     """What the page cannot learn from the APIs: the default source (``PROMETHEUS_URL_ENV``)."""
     env = os.environ if environ is None else environ
@@ -290,9 +323,13 @@ def register_wallboard(app: faust.App, config: Config, cores: Any, metrics: Any,
     async def sample_freshness() -> None:
         freshness.sample()
 
+    csp = page_csp(html, page_settings(config, environ)["prometheus_url"],
+                   loopback=is_loopback(config.worker.web_host))
+
     async def wallboard(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         """The wallboard page (query parameters are read by the page itself)."""
-        return view.html(html, headers={"Cache-Control": "no-cache"})
+        return view.html(html, headers={"Cache-Control": "no-cache",
+                                        "Content-Security-Policy": csp})
 
     app.page("/wallboard", name="kpi-wallboard")(wallboard)
     app.page("/wallboard/", name="kpi-wallboard-slash")(wallboard)
@@ -304,7 +341,7 @@ def register_wallboard(app: faust.App, config: Config, cores: Any, metrics: Any,
         try:
             minutes = _query_int(request, "minutes", DEFAULT_MINUTES, 1, MAX_MINUTES)
             text = request.query.get("as_of")
-            as_of = now if text is None or not text.strip() else parse_instant(text)
+            as_of = now if text is None or not text.strip() else parse_as_of(text)
         except ValueError as exc:
             return view.bytes(orjson.dumps({"error": str(exc)}), content_type=JSON, status=400)
         if answer is not None:  # this worker's shards and its replicas (streams.replicas)
@@ -318,8 +355,16 @@ def register_wallboard(app: faust.App, config: Config, cores: Any, metrics: Any,
             return view.bytes(orjson.dumps({"error": "not ready: KPI state is being rebuilt"}),
                               content_type=JSON, status=503)
         team = (request.query.get("team") or "").strip() or None
+        grant = grant_of(request)
+        membership = {} if grant.everything else rep_teams(shard_cores, calendar, as_of)
+        if team is not None and not may_see_team(grant, team, membership):
+            return view.bytes(orjson.dumps({"error": f"team {team!r} is outside the "
+                                                      f"{grant.audience} token's scope"}),
+                              content_type=JSON, status=403)
         body = live_document(shard_cores, calendar, config, as_of, now, minutes, team,
                              freshness.sample(), partitions)
+        if not grant.everything:
+            body = filter_live(body, grant, membership, config.auth.rep_leaderboard)
         return view.bytes(orjson.dumps(body), content_type=JSON,
                           headers={"Cache-Control": "no-cache"})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -10,6 +11,15 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from engine.kafka_local import LocalKafka
+from engine.kafka_secure import BrokerSecurity
+
+
+#: ``KPI_TEST_KAFKA_SECURITY=sasl_ssl`` runs the session broker with SASL_SSL only (SCRAM-SHA-512,
+#: a CA made at run time, ACLs enforced) and points every engine configuration at it through
+#: ``KPI_KAFKA_*`` variables, so the tests that start workers and CLI commands from a config
+#: file run unchanged against a secure broker (as the super user; ACLs for the worker's own
+#: principal are tested in test_kafka_secure.py).
+SECURITY_ENV = "KPI_TEST_KAFKA_SECURITY"
 
 
 @pytest.fixture(scope="session")
@@ -20,8 +30,19 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafk
     end of the session, also when tests fail. Tests share it, so they must use ``unique_name``
     for topics and consumer groups.
     """
-    with LocalKafka(tmp_path_factory.mktemp("kafka")) as kafka:
-        yield kafka
+    secure = os.environ.get(SECURITY_ENV, "").lower() == "sasl_ssl"
+    security = BrokerSecurity.with_users() if secure else None
+    with LocalKafka(tmp_path_factory.mktemp("kafka"), security=security) as kafka:
+        with pytest.MonkeyPatch.context() as env:
+            if secure:
+                client = kafka.client_config()
+                for key, value in (("SECURITY_PROTOCOL", client.security_protocol),
+                                   ("SASL_MECHANISM", client.sasl_mechanism),
+                                   ("SASL_USERNAME", client.sasl_username),
+                                   ("SASL_PASSWORD", client.sasl_password),
+                                   ("SSL_CAFILE", client.ssl_cafile)):
+                    env.setenv(f"KPI_KAFKA_{key}", str(value))
+            yield kafka
 
 
 @pytest.fixture

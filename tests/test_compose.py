@@ -138,7 +138,7 @@ def test_workers_listen_on_all_interfaces_on_their_own_port_and_keep_their_own_s
         config = load_config(_host_path(service, env[CONFIG_ENV]), environ=env)
         port = config.worker.web_port
         assert config.worker.web_host == "0.0.0.0"
-        assert f"{port}:{port}" in service["ports"]
+        assert f"127.0.0.1:{port}:{port}" in service["ports"]
         assert f"127.0.0.1:{port}/ready" in json.dumps(service["healthcheck"]["test"])
         named = {source: PurePosixPath(target) for source, target in
                  (volume.split(":")[:2] for volume in service["volumes"])
@@ -169,13 +169,25 @@ def test_long_running_services_have_healthchecks():
     assert not missing
 
 
-def test_grafana_gets_the_provisioning_and_dashboards_read_only_and_anonymous_viewers():
+def test_grafana_has_no_anonymous_access_no_default_password_and_a_folder_per_audience():
     grafana = SERVICES["grafana"]
     assert "./grafana/provisioning:/etc/grafana/provisioning:ro" in grafana["volumes"]
-    assert "./grafana/dashboards:/var/lib/grafana/dashboards:ro" in grafana["volumes"]
     env = _environment(grafana)
-    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
-    assert env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert env["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    # required from the environment: compose refuses to start without it
+    assert env["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
+    providers = YAML(typ="safe", pure=True).load(
+        (ROOT / "grafana/provisioning/dashboards/kpi.yml").read_text())["providers"]
+    folders = {p["folder"]: PurePosixPath(p["options"]["path"]) for p in providers}
+    assert set(folders) == {"Executive", "Managers", "Reps", "TV"}
+    mounted = {target.parent: host for host, target in _bind_mounts(grafana)
+               if target.suffix == ".json"}
+    assert set(mounted) == set(folders.values())  # every folder gets its dashboards
+    dashboards = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
+    assert sorted(mounted.values()) == dashboards  # and every dashboard one folder
+    assert mounted[folders["TV"]].name == "wallboard.json"
+    assert mounted[folders["Executive"]].name == "executive.json"
 
 
 def _flag(service: dict[str, Any], name: str) -> str:
@@ -196,6 +208,13 @@ def test_prometheus_config_is_valid_as_the_container_sees_it(tmp_path: Path):
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(host, destination)
     config = tmp_path / PurePosixPath(_flag(prometheus, "config.file")).relative_to("/")
+    # the secrets it reads, where the container has them (/run/secrets/<target>)
+    secrets = tmp_path / "run" / "secrets"
+    secrets.mkdir(parents=True)
+    for secret in prometheus.get("secrets", []):
+        target = secret["target"] if isinstance(secret, dict) else secret
+        (secrets / target).write_text("kpi_test-token\n")
+    config.write_text(config.read_text().replace("/run/secrets/", f"{secrets}/"))
     proc = subprocess.run([PROMTOOL, "check", "config", str(config)], capture_output=True,
                           text=True, timeout=120)
     output = proc.stdout + proc.stderr
@@ -240,3 +259,134 @@ def test_dockerfile_builds_the_package_on_python_3_11_slim_with_the_console_scri
             assert command[0] in ("worker", "generate")
         else:
             assert "kpi-engine " in " ".join(command)
+
+
+# -- locked down (issue 12, docs/security.md) ---------------------------------------------------
+
+def _published(service: dict[str, Any]) -> list[str]:
+    return [str(p) for p in service.get("ports", [])]
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_no_port_is_published_beyond_loopback(name: str):
+    for port in _published(SERVICES[name]):
+        assert port.startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+
+
+def _kafka_properties() -> dict[str, str]:
+    text = (ROOT / "docker" / "kafka" / "start.sh").read_text()
+    block = re.search(r'cat > "\$CONF" <<PROPERTIES\n(.*?)\nPROPERTIES', text, re.S).group(1)
+    return dict(line.split("=", 1) for line in block.splitlines()
+                if line.strip() and not line.startswith("#"))
+
+
+def test_kafka_requires_sasl_on_every_client_listener_and_enforces_acls():
+    kafka = SERVICES["kafka"]
+    assert _host_path(kafka, kafka["entrypoint"][-1]) == ROOT / "docker/kafka/start.sh"
+    props = _kafka_properties()
+    protocols = dict(item.split(":") for item in
+                     props["listener.security.protocol.map"].split(","))
+    listeners = dict(re.match(r"(\w+)://(.*)", item).groups()
+                     for item in props["listeners"].split(","))
+    controller = props["controller.listener.names"]
+    for listener, protocol in protocols.items():
+        if listener == controller:
+            assert listeners[listener].startswith("localhost:"), "controller must stay inside"
+        else:
+            assert protocol.startswith("SASL_"), f"{listener} is {protocol}"
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert props["authorizer.class.name"].endswith("StandardAuthorizer")
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    assert "kafka_admin_password" in kafka["secrets"]
+    assert not [k for k in _environment(kafka) if "PASSWORD" in k]
+
+
+@pytest.mark.parametrize("name", ENGINE_SERVICES)
+def test_engine_services_use_sasl_with_their_own_principal_and_a_password_file(name: str):
+    service = SERVICES[name]
+    env = _environment(service)
+    config = load_config(_host_path(service, env[CONFIG_ENV]), environ=env)
+    kafka = config.kafka
+    assert (kafka.security_protocol, kafka.sasl_mechanism) == ("SASL_PLAINTEXT", "SCRAM-SHA-512")
+    assert kafka.sasl_password is None
+    secret = PurePosixPath(kafka.sasl_password_file)
+    assert secret.parent == PurePosixPath("/run/secrets") and secret.name in service["secrets"]
+    expected = "worker" if name in WORKERS else "producer"
+    assert kafka.sasl_username == expected
+    assert service["depends_on"]["kafka-acls"]["condition"] == "service_completed_successfully"
+
+
+def _acl_script_grants() -> set[tuple[str, str, str, str, str]]:
+    """(principal, resource type, pattern, name, operation) granted by docker/kafka/acls.sh."""
+    text = (ROOT / "docker" / "kafka" / "acls.sh").read_text().replace("\\\n", " ")
+    defaults = dict(re.findall(r'\$\{(\w+):=([^}]+)\}', text))
+    grants = set()
+    for line in text.splitlines():
+        if not line.startswith("acl --"):
+            continue
+        words = [defaults.get(w.strip('"${}'), w) for w in line.split()[1:]]
+        options: dict[str, list[str]] = {}
+        for flag, value in zip(words, [*words[1:], ""]):
+            if flag.startswith("--"):
+                options.setdefault(flag[2:], []).append(value)
+        pattern = options.get("resource-pattern-type", ["literal"])[0].upper()
+        resources = [("TOPIC", t) for t in options.get("topic", [])] + \
+                    [("GROUP", g) for g in options.get("group", [])]
+        if "cluster" in options:
+            resources.append(("CLUSTER", "kafka-cluster"))
+        principal = options["allow-principal"][0].removeprefix("User:")
+        for kind, resource in resources:
+            for operation in options["operation"]:
+                op = re.sub(r"(?<!^)(?=[A-Z])", "_", operation).upper()
+                grants.add((principal, kind, pattern, resource, op))
+    return grants
+
+
+def test_the_compose_acls_are_those_the_secure_test_broker_runs_with():
+    from engine.kafka_secure import producer_acls, worker_acls
+
+    service = SERVICES["worker-1"]
+    env = _environment(service)
+    config = load_config(_host_path(service, env[CONFIG_ENV]), environ=env)
+    expected = {(acl.principal, acl.resource_type, acl.pattern, acl.name, op)
+                for acl in [*worker_acls("worker", config), *producer_acls("producer", config)]
+                for op in acl.operations}
+    assert _acl_script_grants() == expected
+
+
+def test_workers_require_tokens_from_a_secret_and_would_refuse_to_start_without():
+    from engine.config import ConfigError
+
+    for name in WORKERS:
+        service = SERVICES[name]
+        env = _environment(service)
+        config = load_config(_host_path(service, env[CONFIG_ENV]), environ=env)
+        assert config.auth.enabled
+        assert PurePosixPath(config.auth.tokens_file).name in service["secrets"]
+        without = {k: v for k, v in env.items() if not k.startswith("KPI_AUTH_")}
+        with pytest.raises(ConfigError, match="beyond this machine"):
+            load_config(_host_path(service, env[CONFIG_ENV]), environ=without)
+
+
+def test_prometheus_has_no_lifecycle_api_a_cors_origin_and_scrapes_with_a_token():
+    prometheus = SERVICES["prometheus"]
+    assert "--web.enable-lifecycle" not in prometheus["command"]
+    origin = re.compile(_flag(prometheus, "web.cors.origin"))
+    for name in WORKERS:
+        port = _environment(SERVICES[name])["KPI_WORKER_WEB_PORT"]
+        assert origin.fullmatch(f"http://localhost:{port}")
+    assert not origin.fullmatch("http://evil.example:6066")
+    config = YAML(typ="safe", pure=True).load(
+        (ROOT / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "kpi-engine")
+    credentials = PurePosixPath(job["authorization"]["credentials_file"])
+    targets = {s["target"] if isinstance(s, dict) else s for s in prometheus["secrets"]}
+    assert credentials.parent == PurePosixPath("/run/secrets") and credentials.name in targets
+
+
+def test_every_secret_comes_from_the_environment_and_is_used():
+    secrets = _compose()["secrets"]
+    assert all(set(spec) == {"environment"} for spec in secrets.values())
+    used = {s["source"] if isinstance(s, dict) else s
+            for service in SERVICES.values() for s in service.get("secrets", [])}
+    assert used == set(secrets)

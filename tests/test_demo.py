@@ -110,13 +110,15 @@ def test_the_demo_history_shows_a_living_pipeline_near_its_targets(tmp_path: Pat
 
 
 def test_the_demo_config_file_reads_back_as_the_config_the_demo_runs(tmp_path: Path) -> None:
-    config = demo_config(base_config(None), "127.0.0.1:12345", 6066, tmp_path / "worker")
+    config = demo_config(base_config(None), "127.0.0.1:12345", 6066, tmp_path / "worker",
+                         tmp_path / "tokens")
     path = tmp_path / "engine.toml"
     path.write_text(config_toml(config))
     assert load_config(path, environ={}) == config
     assert config.kafka.bootstrap_servers == "127.0.0.1:12345"
     assert config.worker.web_port == 6066
     assert config.worker.data_dir == str(tmp_path / "worker")
+    assert config.auth.tokens_file == str(tmp_path / "tokens")
 
 
 def test_a_user_config_keeps_its_settings_but_gets_the_demo_broker(tmp_path: Path) -> None:
@@ -143,7 +145,10 @@ def test_live_ids_are_namespaced_so_they_never_meet_the_history() -> None:
 
 def test_the_prometheus_config_scrapes_the_worker_and_loads_the_rules(tmp_path: Path) -> None:
     rules = rule_files()
-    text = prometheus_config("127.0.0.1:6066", rules)
+    credentials = tmp_path / "metrics.token"
+    credentials.write_text("kpi_x\n")
+    text = prometheus_config("127.0.0.1:6066", rules, credentials_file=credentials)
+    assert f"credentials_file: \"{credentials}\"" in text
     assert "scrape_interval: 5s" in text
     assert '"127.0.0.1:6066"' in text
     assert all(str(path) in text for path in rules)
@@ -195,9 +200,11 @@ def test_an_explicit_port_in_use_stops_the_demo_before_anything_starts(tmp_path:
 # -- the whole demo ------------------------------------------------------------------------------
 
 
-def _get(url: str) -> tuple[int, bytes]:
+def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(
+        url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -224,7 +231,9 @@ def test_demo_serves_growing_kpis_and_stops_everything_on_ctrl_c(tmp_path: Path)
             [sys.executable, "-m", "engine.cli", "demo", "--duration", "60",
              "--backfill-days", "30", "--web-port", str(web_port),
              "--prometheus-port", str(prometheus_port)],
-            cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+            cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            # this checkout's code, not whichever the virtualenv has installed
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     base = f"http://127.0.0.1:{web_port}"
 
     def printed() -> str:
@@ -244,34 +253,45 @@ def test_demo_serves_growing_kpis_and_stops_everything_on_ctrl_c(tmp_path: Path)
             time.sleep(0.5)
         raise AssertionError(f"timed out waiting for {what}:\n{printed()}")
 
+    tokens: dict[str, str] = {}
+
     def counted() -> int:
-        status, body = _get(base + "/api/kpis")
+        status, body = _get(base + "/api/kpis", tokens["executive"])
         return json.loads(body)["events"]["counted"] if status == 200 else 0
 
     try:
         history = until(lambda: re.search(r"history: sent ([\d,]+) events", printed()),
                         "the history to be sent")
         history_events = int(history.group(1).replace(",", ""))
-        until(lambda: "The demo is running" in printed(), "the demo to be up")
-        for url in (f"{base}/wallboard", f"{base}/api/kpis", f"{base}/metrics",
+        # the summary's last line: every link is printed by then
+        until(lambda: "stops everything on Ctrl-C" in printed(), "the demo to be up")
+        for url in (f"{base}/wallboard?token=", f"{base}/api/kpis", f"{base}/metrics",
                     f"{base}/ready"):
             assert url in printed()
+        for audience in ("executive", "metrics"):
+            tokens[audience] = re.search(rf"{audience} token\s+(kpi_\S+)", printed()).group(1)
+        kiosk = re.search(r"/wallboard\?token=(kpi_\S+)", printed()).group(1)
         assert _get(base + "/ready")[0] == 200
-        status, page = _get(base + "/wallboard")
+        # authentication is on: the printed links work, nothing works without them
+        assert _get(base + "/api/kpis")[0] == 401
+        assert _get(base + "/wallboard")[0] == 401
+        status, page = _get(f"{base}/wallboard?token={kiosk}")
         assert status == 200 and b"data-kpi" in page
 
         # The whole history gets counted, then live traffic keeps the count growing.
         first = until(lambda: (n := counted()) >= history_events and n, "the history counted")
         until(lambda: counted() > first, "live events to be counted")
         # A living pipeline: open deals in the demo's stages, deals moving between them.
-        windows = json.loads(_get(base + "/api/kpis")[1])["windows"]
+        windows = json.loads(_get(base + "/api/kpis", tokens["executive"])[1])["windows"]
         month = next(w for w in windows if (w["period"], w["offset"]) == ("month", 0))
         kpis = month["company"]["kpis"]
         stages = {stage.id for stage in base_config(None).pipeline.stages}
         assert set(kpis["pipeline_deals_by_stage"]) == stages
         assert sum(kpis["pipeline_deals_by_stage"].values()) > 0, kpis
         assert sum(kpis["stage_entries"].values()) > 0, kpis
-        status, body = _get(base + "/metrics")
+        assert _get(base + "/metrics", tokens["executive"])[0] == 200
+        assert _get(base + "/metrics")[0] == 401
+        status, body = _get(base + "/metrics", tokens["metrics"])
         assert status == 200
         assert re.search(rb"^kpi_\w+", body, re.MULTILINE), body[:500]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -28,6 +29,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
+from engine.config import config_from_mapping
+from engine.kafka_client import client_kwargs
 from engine.kafka_local import free_port
 
 pytestmark = pytest.mark.kafka
@@ -121,12 +124,19 @@ def key_of(event: dict) -> bytes:
 
 # -- Kafka helpers -------------------------------------------------------------------------------
 
+def _client(bootstrap: str) -> dict:
+    """aiokafka settings for ``bootstrap``, secured as the engine's are when ``KPI_KAFKA_*`` say
+    so (the session broker with ``KPI_TEST_KAFKA_SECURITY=sasl_ssl``, tests/conftest.py)."""
+    return client_kwargs(config_from_mapping({"kafka": {"bootstrap_servers": bootstrap}},
+                                             os.environ).kafka)
+
+
 def produce(bootstrap: str, topic: str,
             messages: list[tuple[bytes | None, bytes | None]]) -> list[tuple[int, int]]:
     """Send ``(key, value)`` messages in order; return each one's ``(partition, offset)``."""
 
     async def run() -> list[tuple[int, int]]:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+        producer = AIOKafkaProducer(**_client(bootstrap), linger_ms=5)
         await producer.start()
         try:
             futures = [await producer.send(topic, value, key=key) for key, value in messages]
@@ -142,7 +152,7 @@ def consume_all(bootstrap: str, topic: str, expected: int, settle: float = 3.0) 
     """Every record of ``topic`` from the beginning: at least ``expected``, then ``settle`` s."""
 
     async def run() -> list:
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
+        consumer = AIOKafkaConsumer(topic, **_client(bootstrap),
                                     auto_offset_reset="earliest", enable_auto_commit=False)
         await consumer.start()
         records: list = []
@@ -176,6 +186,7 @@ class WorkerProcess:
         self.base = f"http://127.0.0.1:{web_port}"
         self.args = args  # e.g. --web-port and --data-dir for a second worker
         self.process: subprocess.Popen[bytes] | None = None
+        self.token: str | None = None  # a bearer token, when the worker has [auth] tokens
 
     def start(self) -> WorkerProcess:
         log = open(self.log_path, "ab")
@@ -188,7 +199,9 @@ class WorkerProcess:
 
     def get(self, path: str) -> tuple[int, bytes]:
         try:
-            with urllib.request.urlopen(self.base + path, timeout=30) as response:
+            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+            request = urllib.request.Request(self.base + path, headers=headers)
+            with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()

@@ -205,12 +205,17 @@ async def _apaced(items: Iterator[tuple[float, bytes]]) -> AsyncIterator[bytes]:
 
 
 def _send_kafka(args: argparse.Namespace, config: Config, lines) -> int:
+    from engine.kafka_client import KafkaAccessError
     from engine.producer import send_lines  # aiokafka only when needed
 
     topic = args.topic or config.topics.input
     started = time.monotonic()
-    result = asyncio.run(send_lines(lines, topic=topic, kafka_config=config.kafka,
-                                    partitions=config.topics.partitions))
+    try:
+        result = asyncio.run(send_lines(lines, topic=topic, kafka_config=config.kafka,
+                                        partitions=config.topics.partitions))
+    except KafkaAccessError as exc:
+        print(f"kpi-engine generate: {exc}", file=sys.stderr)
+        return 1
     elapsed = time.monotonic() - started
     failed = f", {result.failed} failed" if result.failed else ""
     print(f"kpi-engine generate: sent {result.sent} messages to {topic} in {elapsed:.1f}s"

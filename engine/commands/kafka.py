@@ -10,6 +10,7 @@ stop.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -25,6 +26,8 @@ from engine.kafka_local import (
     state_path,
     stop_pid,
 )
+from engine.config import load_config
+from engine.kafka_secure import BrokerSecurity, KafkaSecurityError, producer_acls, worker_acls
 
 DEFAULT_DATA_DIR = Path(".kpi-engine") / "kafka"
 NOT_RUNNING = 3
@@ -47,10 +50,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="with start: a cluster of this many KRaft nodes on loopback "
                              "(3: replication factor 3, min.insync.replicas 2; for fault "
                              "tests); ports are picked freely and kept in the data dir")
+    parser.add_argument("--sasl-ssl", action="store_true",
+                        help="with start (on a new data directory): SASL_SSL only, SCRAM-SHA-512 "
+                             "users 'worker' and 'producer', a CA made now, and ACLs for the "
+                             "topics of --config; writes each user's [kafka] section into "
+                             "<data-dir>/tls/ (docs/security.md)")
+    parser.add_argument("--config", metavar="FILE",
+                        help="with --sasl-ssl: the engine configuration whose topics and app_id "
+                             "the ACLs name (default: the built-in defaults)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "brokers", 1) > 1 and getattr(args, "sasl_ssl", False):
+        print("kpi-engine kafka: --sasl-ssl starts a single broker; it does not combine with "
+              "--brokers", file=sys.stderr)
+        return 2
     if getattr(args, "brokers", 1) > 1 or _cluster_layout(args.data_dir):
         actions = {"start": _start_cluster, "stop": _stop_cluster, "status": _status_cluster,
                    "fetch": _fetch}
@@ -145,13 +160,17 @@ def _start(args: argparse.Namespace) -> int:
         _progress(f"already running (pid {state.pid})")
         print(state.bootstrap)
         return 0
-    kafka = LocalKafka(args.data_dir, port=args.port, progress=_progress)
+    security = _security(args) if args.sasl_ssl else None
+    kafka = LocalKafka(args.data_dir, port=args.port, progress=_progress, security=security)
     try:
         kafka.start()
-    except KafkaLocalError as exc:
+    except (KafkaLocalError, KafkaSecurityError) as exc:
         print(f"kpi-engine kafka: {exc}", file=sys.stderr)
         return 1
     print(kafka.bootstrap, flush=True)
+    if security is not None:
+        for user in ("worker", "producer"):
+            _progress(f"[kafka] for {user}: {_write_client_section(kafka, user)}")
     if not args.foreground:
         return 0
     signal.signal(signal.SIGTERM, _interrupt)
@@ -162,6 +181,31 @@ def _start(args: argparse.Namespace) -> int:
     finally:
         kafka.stop()
     return 0
+
+
+def _security(args: argparse.Namespace) -> BrokerSecurity:
+    config = load_config(args.config)
+    return BrokerSecurity.with_users(
+        "worker", "producer",
+        acls=[*worker_acls("worker", config), *producer_acls("producer", config)])
+
+
+def _write_client_section(kafka: LocalKafka, user: str) -> Path:
+    """``<data-dir>/tls/<user>.toml`` (a [kafka] section) and its password file, both 0600."""
+    client = kafka.client_config(user)
+    directory = Path(kafka.data_dir) / "tls"
+    password_file = directory / f"{user}.password"
+    section = directory / f"{user}.toml"
+    for path, text in ((password_file, f"{client.sasl_password}\n"), (section, "\n".join([
+            "[kafka]", f'bootstrap_servers = "{client.bootstrap_servers}"',
+            f'security_protocol = "{client.security_protocol}"',
+            f'sasl_mechanism = "{client.sasl_mechanism}"', f'sasl_username = "{user}"',
+            f'sasl_password_file = "{password_file}"', f'ssl_cafile = "{client.ssl_cafile}"',
+            ""]))):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+    return section
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -40,9 +40,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"kpi-engine produce: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 2
     started = time.monotonic()
+    from engine.kafka_client import KafkaAccessError
+
     with fh:
-        result = asyncio.run(send_lines(file_lines(fh), topic=topic, kafka_config=config.kafka,
-                                        partitions=config.topics.partitions))
+        try:
+            result = asyncio.run(send_lines(file_lines(fh), topic=topic,
+                                            kafka_config=config.kafka,
+                                            partitions=config.topics.partitions))
+        except KafkaAccessError as exc:
+            print(f"kpi-engine produce: {exc}", file=sys.stderr)
+            return 1
     elapsed = time.monotonic() - started
     failed = f", {result.failed} failed" if result.failed else ""
     print(f"sent {result.sent} messages to {topic} ({result.keyed} keyed){failed} "

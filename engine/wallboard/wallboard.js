@@ -32,6 +32,9 @@
              || 'worker').toLowerCase(),
     prom: (params.get('prom') || settings.prometheus_url || '').replace(/\/+$/, ''),
   };
+  // A kiosk link carries its token (?token=, docs/security.md); the page sends it to this
+  // worker's APIs as a header, and never to Prometheus.
+  const token = params.get('token') || null;
   // Relative to the page, so the board also works behind a path prefix (/kpi/wallboard).
   const apiBase = location.pathname.replace(/wallboard\/?$/, '');
   const ACTIVITY_TYPES = ['call', 'email', 'meeting', 'demo', 'other'];
@@ -92,11 +95,12 @@
 
   // -- fetching -------------------------------------------------------------------------------
 
-  async function getJSON(url) {
+  async function getJSON(url, withToken) {
     const controller = new AbortController();
     const timeout = setTimeout(() => controller.abort(), 20000);
+    const headers = withToken && token ? {Authorization: `Bearer ${token}`} : {};
     try {
-      const response = await fetch(url, {cache: 'no-store', signal: controller.signal});
+      const response = await fetch(url, {cache: 'no-store', signal: controller.signal, headers});
       const body = await response.json().catch(() => ({}));
       if (!response.ok) {
         throw new Error(body.error || `${response.status} ${response.statusText}`);
@@ -139,10 +143,10 @@
   }
 
   async function loadWorker(team) {
-    const report = await getJSON(apiBase + 'api/kpis');
+    const report = await getJSON(apiBase + 'api/kpis', true);
     const query = new URLSearchParams({minutes: String(options.minutes), as_of: report.as_of});
     if (team) query.set('team', team);
-    const live = await getJSON(apiBase + 'api/live?' + query);
+    const live = await getJSON(apiBase + 'api/live?' + query, true);
     const windowOf = (period, offset) =>
       report.windows.find((w) => w.period === period && w.offset === offset);
     const scopeOf = (w) => (team ? w.teams[team] : w.company);
