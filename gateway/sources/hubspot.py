@@ -66,9 +66,14 @@ def signed_uri(uri: str) -> str:
     return uri
 
 
+def request_source(method: str, uri: str, body: bytes) -> bytes:
+    """Method + URI + body, the part of the signed string that v2 and v3 share."""
+    return method.encode() + signed_uri(uri).encode() + body
+
+
 def signature_v3(secret: str, method: str, uri: str, body: bytes, timestamp: str) -> str:
     """The ``X-HubSpot-Signature-v3`` value HubSpot sends for this request."""
-    source = method.encode() + signed_uri(uri).encode() + body + timestamp.encode()
+    source = request_source(method, uri, body) + timestamp.encode()
     return base64.b64encode(hmac.new(secret.encode(), source, hashlib.sha256).digest()).decode()
 
 
