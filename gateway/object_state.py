@@ -48,12 +48,12 @@ class ObjectStateStore:
         await consumer.start()
         self._consumer = consumer
         partitions = [TopicPartition(self.topic, p)
-                      for p in sorted(await consumer.partitions_for_topic(self.topic) or {0})]
+                      for p in sorted(await _partitions(consumer, self.topic))]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
         count = 0
-        while any(await consumer.position(tp) < ends[tp] for tp in partitions):
+        while await _behind(consumer, partitions, ends):
             batches = await consumer.getmany(timeout_ms=500)
             for records in batches.values():
                 for record in records:
@@ -90,3 +90,17 @@ class ObjectStateStore:
                 await self._follow
         if self._consumer is not None:
             await self._consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    """The topic's partitions (a metadata request first: the consumer knows none yet)."""
+    cluster = await consumer._client.fetch_all_metadata()
+    return cluster.partitions_for_topic(topic) or {0}
+
+
+async def _behind(consumer: AIOKafkaConsumer, partitions: list[TopicPartition],
+                  ends: dict[TopicPartition, int]) -> bool:
+    for tp in partitions:
+        if await consumer.position(tp) < ends[tp]:
+            return True
+    return False

@@ -173,7 +173,11 @@ async def serve(config: Config, *, host: str | None = None, port: int | None = N
                 ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
     """Run the gateway until ``stop`` is set (or the task is cancelled)."""
     gateway = Gateway(config)
-    await gateway.start()
+    try:
+        await gateway.start()
+    except BaseException:
+        await gateway.stop()
+        raise
     runner = web.AppRunner(gateway.app(), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host or config.gateway.host,

@@ -165,6 +165,9 @@ class HubSpotSource(Source):
             work.ignored += 1
             return []
         props = state["props"]
+        if props.get(name) == [value, at]:
+            work.ignored += 1  # this very change was applied before: a redelivery
+            return []
         if name not in props or props[name][1] <= at:
             props[name] = [value, at]
         work.touch(key)
