@@ -11,7 +11,9 @@ acknowledging in time: 503 with ``Retry-After``. ``GET /ready`` says whether the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -47,7 +49,7 @@ class Gateway:
         context = MappingContext(attribution(config.gateway), config.calendar.zone,
                                  config.money.currency, self.states, clock)
         self.sources: list[Source] = [build_source(s, context) for s in config.gateway.sources]
-        self.locks = {s.name: asyncio.Lock() for s in self.sources}
+        self.locks = KeyLocks()
         self.registry = CollectorRegistry()
         self.deliveries = Counter("kpi_gateway_deliveries", "Deliveries by source and HTTP status",
                                   ["source", "status"], registry=self.registry)
@@ -104,10 +106,11 @@ class Gateway:
             return _error(413, f"the body exceeds {limit} bytes")
         if not source.authenticate(request.method, request.headers, body):
             return web.Response(status=401)
-        if source.serialised:
-            async with self.locks[source.name]:
-                return await self._deliver(source, body)
-        return await self._deliver(source, body)
+        keys = source.state_keys(body)
+        if not keys:
+            return await self._deliver(source, body)
+        async with self.locks.holding(keys):
+            return await self._deliver(source, body)
 
     async def _deliver(self, source: Source, body: bytes) -> web.Response:
         try:
@@ -163,6 +166,34 @@ class Gateway:
         for key, value in delivery.state:
             records.append(Record(self.config.gateway.state_topic, key, value))
         return records, results
+
+
+class KeyLocks:
+    """One lock per object-state key, taken in sorted order (no deadlock), dropped when free."""
+
+    def __init__(self) -> None:
+        self.locks: dict[str, asyncio.Lock] = {}
+        self.users: dict[str, int] = {}
+
+    @contextlib.asynccontextmanager
+    async def holding(self, keys: list[str]) -> AsyncIterator[None]:
+        registered: list[str] = []
+        acquired: list[str] = []
+        try:
+            for key in sorted(set(keys)):
+                lock = self.locks.setdefault(key, asyncio.Lock())
+                self.users[key] = self.users.get(key, 0) + 1
+                registered.append(key)
+                await lock.acquire()
+                acquired.append(key)
+            yield
+        finally:
+            for key in acquired:
+                self.locks[key].release()
+            for key in registered:
+                self.users[key] -= 1
+                if not self.users[key]:
+                    del self.users[key], self.locks[key]
 
 
 def _error(status: int, detail: str) -> web.Response:

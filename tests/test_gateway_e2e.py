@@ -161,3 +161,38 @@ def test_simulator_deliveries_are_all_accepted_and_valid(kafka_broker, unique_na
     reasons = {dict(r.headers)["kpi-reason"] for r in dead}
     # Before the engine knows deal.updated (SPEC v2), stage moves are refused by its decoder.
     assert reasons <= {b"invalid_event"}
+
+
+def test_concurrent_hubspot_deliveries_about_one_object_lose_nothing(kafka_broker, unique_name,
+                                                                     tmp_path):
+    """Creation and owner of each deal posted at the same moment: every deal is created once."""
+    import asyncio
+    import random
+
+    import aiohttp
+
+    config = e2e_config(tmp_path, kafka_broker.bootstrap, unique_name)
+    t0 = 1_772_442_000_000
+    deals = range(1000, 1040)
+
+    async def post_all(url):
+        bodies = []
+        for deal in deals:
+            bodies.append(orjson.dumps([hubspot_event("deal.creation", deal, t0)]))
+            bodies.append(orjson.dumps([hubspot_event(
+                "deal.propertyChange", deal, t0 + 5, "hubspot_owner_id", "41629779")]))
+        random.Random(3).shuffle(bodies)
+        async with aiohttp.ClientSession(url) as session:
+            async def post(body):
+                now = str(int(time.time() * 1000))
+                headers = hubspot_headers(HUBSPOT_SECRET, HUBSPOT_URL, body, int(now))
+                async with session.post("/hooks/hubspot", data=body, headers=headers) as r:
+                    return r.status
+            return await asyncio.gather(*(post(b) for b in bodies))
+
+    with GatewayThread(config) as gw:
+        statuses = asyncio.run(post_all(gw.url))
+    assert set(statuses) == {200}
+    produced = events_of(read_topic(kafka_broker.bootstrap, config.topics.input))
+    created = sorted(e["deal_id"] for e in produced if e["type"] == "deal.created")
+    assert created == [f"hubspot-deal-{deal}" for deal in deals]

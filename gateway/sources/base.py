@@ -51,7 +51,14 @@ class MappingFailure(Exception):
 class Source:
     """Base of the four kinds. Subclasses implement ``authenticate`` and ``map``."""
 
-    serialised = False  # True: deliveries of this source are handled one at a time
+    def state_keys(self, body: bytes) -> list[str]:
+        """The object-state keys a delivery will read and write (none: stateless source).
+
+        Deliveries that share a key are handled one after the other, from mapping to Kafka's
+        acknowledgement, so that each sees the state the one before committed; deliveries
+        about other objects run concurrently.
+        """
+        return []
 
     def __init__(self, config: GatewaySource, context: MappingContext) -> None:
         self.config = config

@@ -78,8 +78,6 @@ def signature_v3(secret: str, method: str, uri: str, body: bytes, timestamp: str
 
 
 class HubSpotSource(Source):
-    serialised = True  # object state: one delivery at a time
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.seen_signatures: OrderedDict[str, int] = OrderedDict()
@@ -109,6 +107,18 @@ class HubSpotSource(Source):
             return False  # a replay of a request already served
         self.seen_signatures[signature] = now
         return True
+
+    def state_keys(self, body: bytes) -> list[str]:
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return []
+        events = document if isinstance(document, list) else [document]
+        return sorted({self._key(e) for e in events if isinstance(e, dict)})
+
+    def _key(self, event: dict) -> str:
+        object_type = str(event.get("subscriptionType", "")).partition(".")[0]
+        return f"{self.name}|{object_type}|{event.get('objectId')}"
 
     async def map(self, body: bytes) -> Delivery:
         try:
@@ -149,7 +159,7 @@ class HubSpotSource(Source):
             raise MappingFailure(INVALID_VALUE, "a HubSpot event needs objectId and occurredAt")
         if object_type not in ("deal", "contact") or change not in ("creation", "propertyChange"):
             raise MappingFailure(UNSUPPORTED_OBJECT, f"HubSpot {kind} is not mapped")
-        key = f"{self.name}|{object_type}|{object_id}"
+        key = self._key(item)
         state = work.get(key)
         if change == "creation":
             first = state["created_at"] is None or at < state["created_at"]
