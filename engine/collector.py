@@ -62,6 +62,16 @@ HELP: dict[str, str] = {
                                "in the reporting currency.",
     "revenue_won_yoy_base": "Revenue won in the same window one year earlier, to date, "
                             "in the reporting currency.",
+    "pipeline_open_deals": "Deals open at the effective window end (offset-0 windows: now), "
+                           "by stage (\"\": no stage), for their team and rep at that instant.",
+    "pipeline_open_amount": "Amount of the deals open at the effective window end, by stage, "
+                            "in the reporting currency (a null amount counts 0).",
+    "pipeline_due_amount": "Amount of the open deals whose expected close falls in the window, "
+                           "by stage, in the reporting currency.",
+    "stage_entries": "Entries of deals into each pipeline stage in the window.",
+    "stage_stay_seconds_sum": "Summed length of the stays in each stage that ended in the "
+                              "window, in seconds.",
+    "stage_stays": "Stays in each stage that ended in the window.",
 }
 
 
@@ -162,6 +172,16 @@ def _static_families(config: Config, targets: dict[tuple, Target]) -> Iterator[M
         scope = "rep" if t.rep is not None else "team" if t.team is not None else "company"
         family.add_metric((t.kpi, t.period, scope, t.team or "", t.rep or ""), t.value)
     yield family
+    stages = GaugeMetricFamily(
+        "kpi_pipeline_stage_probability",
+        "Configured pipeline stages: the chance to win from each (the value), its forecast "
+        "category and its position in the pipeline; stage=\"\" stands for deals without a "
+        "stage (probability 0, category pipeline).",
+        labels=("stage", "category", "position"))
+    for position, stage in enumerate(config.pipeline.stages, start=1):
+        stages.add_metric((stage.id, stage.category, str(position)), stage.probability)
+    stages.add_metric(("", "pipeline", "0"), 0.0)
+    yield stages
 
 
 def _help(name: str) -> str:

@@ -9,6 +9,13 @@ activity types and spend categories are bounded dimensions.
 A component is keyed by ``(name, labels)`` where ``labels`` is a tuple of (label, value)
 pairs; every key carries ``period`` and ``offset``. Scope labels: ``scope`` is ``company``,
 ``team`` or ``rep`` with ``team``/``rep`` naming it ("" where not applicable).
+
+The pipeline (SPEC §7.4) adds a ``stage`` label (a configured stage id, "" for deals without
+one): open deals, their amount and their due amount at the window's effective end — for the
+offset-0 windows only, since the history of a point-in-time value is what Prometheus keeps —
+and the stage flows (entries, summed stay lengths and their count) of every window.
+Probabilities and categories are configuration, exported once by the collector, so every
+component stays an exact integer.
 """
 
 from __future__ import annotations
@@ -17,6 +24,9 @@ from engine.calendar import REPORT_WINDOWS, Calendar
 from engine.core import Core
 from engine.measures import (
     ACTIVITY_INDEX,
+    STAGE_ENTRIES,
+    STAGE_STAY_SUM_US,
+    STAGE_STAYS,
     CYCLE_COUNT,
     CYCLE_SUM_US,
     DEALS_CREATED,
@@ -30,7 +40,9 @@ from engine.measures import (
     SPEND_MARKETING,
     SPEND_SALES,
     Aggregate,
+    stage_measure,
 )
+from engine.pipeline import DUE_AMOUNT, OPEN_AMOUNT, OPEN_DEALS, SLOT, pipeline_for_windows
 from engine.view import View
 
 Labels = tuple[tuple[str, str], ...]
@@ -56,7 +68,20 @@ STOCKS: tuple[tuple[str, str], ...] = (
     ("customers_churned", "count"), ("customers_retained", "count"),
     ("mrr_start", "micros"), ("mrr_end", "micros"), ("mrr_churned", "micros"),
 )
-UNITS: dict[str, str] = {name: unit for name, _, unit in SCOPED_MEASURES + COMPANY_MEASURES}
+# name, slot offset in the pipeline vector (engine.pipeline), unit
+PIPELINE_PARTS: tuple[tuple[str, int, str], ...] = (
+    ("pipeline_open_deals", OPEN_DEALS, "count"),
+    ("pipeline_open_amount", OPEN_AMOUNT, "micros"),
+    ("pipeline_due_amount", DUE_AMOUNT, "micros"),
+)
+# name, which stage flow measure (engine.measures), unit
+STAGE_FLOWS: tuple[tuple[str, int, str], ...] = (
+    ("stage_entries", STAGE_ENTRIES, "count"),
+    ("stage_stay_seconds_sum", STAGE_STAY_SUM_US, "us"),
+    ("stage_stays", STAGE_STAYS, "count"),
+)
+UNITS: dict[str, str] = {name: unit for name, _, unit in
+                         SCOPED_MEASURES + COMPANY_MEASURES + PIPELINE_PARTS + STAGE_FLOWS}
 UNITS.update(dict(STOCKS))
 UNITS.update({"activities": "count", "spend": "micros", "rep_contributions": "count",
               "revenue_won_growth_base": "micros", "revenue_won_yoy_base": "micros"})
@@ -66,14 +91,20 @@ def components(cores: list[Core], calendar: Calendar, as_of: int,
     """All components of every report window at ``as_of`` for ``cores``."""
     view = View(cores, calendar, as_of)
     teams, reps = view.teams(), view.reps()
+    stages = list(cores[0].stage_index) if cores else []
     out: Components = {}
     spans = [calendar.window(period, offset, as_of) for period, offset in REPORT_WINDOWS]
     all_stocks = view.stocks_for([(w.start, min(w.end, as_of)) for w in spans])
+    current = [w for w in spans if w.offset == 0]
+    for w, pipeline in zip(current, pipeline_for_windows(cores, current, as_of, len(stages))):
+        base = (("period", w.period), ("offset", "0"))
+        _pipeline(out, base, pipeline, teams, reps, stages)
     for w, stocks in zip(spans, all_stocks):
         period, offset = w.period, w.offset
         base = (("period", period), ("offset", str(offset)))
         flows = view.flows(w.start, min(w.end, as_of))
         _scoped(out, base, flows, teams, reps)
+        _stage_flows(out, base, flows, teams, reps, stages)
         _company(out, base, flows)
         for name, _unit in STOCKS:
             out[(name, base)] = getattr(stocks, name)
@@ -107,6 +138,29 @@ def _scoped(out: Components, base: Labels, agg: Aggregate, teams: list[str],
             out[(name, labels)] = vec[index]
         for activity_type, index in ACTIVITY_INDEX.items():
             out[("activities", labels + (("activity_type", activity_type),))] = vec[index]
+
+
+def _pipeline(out: Components, base: Labels, agg: Aggregate, teams: list[str],
+              reps: list[str], stages: list[str]) -> None:
+    slots = [*stages, ""]  # the last slot holds the deals without a stage
+    for scope, vec in _scopes(agg, teams, reps):
+        labels = base + scope
+        for k, stage in enumerate(slots):
+            stage_labels = labels + (("stage", stage),)
+            for name, part, _unit in PIPELINE_PARTS:
+                out[(name, stage_labels)] = vec[SLOT * k + part]
+
+
+def _stage_flows(out: Components, base: Labels, agg: Aggregate, teams: list[str],
+                 reps: list[str], stages: list[str]) -> None:
+    if not stages:
+        return
+    for scope, vec in _scopes(agg, teams, reps):
+        labels = base + scope
+        for k, stage in enumerate(stages):
+            stage_labels = labels + (("stage", stage),)
+            for name, which, _unit in STAGE_FLOWS:
+                out[(name, stage_labels)] = vec[stage_measure(k, which)]
 
 
 def _company(out: Components, base: Labels, agg: Aggregate) -> None:

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from engine.catalog import REP_TARGETABLE, TARGETABLE_KPIS, TEAM_TARGETABLE
+
 CONFIG_ENV = "KPI_ENGINE_CONFIG"
 ENV_PREFIX = "KPI_"
 
@@ -67,6 +69,30 @@ class Target:
     rep: str | None = None
 
 
+FORECAST_CATEGORIES = ("pipeline", "best_case", "commit")
+MAX_STAGES = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """One pipeline stage (SPEC §7.1): its chance to win and its forecast category."""
+
+    id: str
+    probability: float
+    category: str
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    """The configured stages, in pipeline order; none means stages are ignored (v1 streams)."""
+
+    stages: tuple[Stage, ...] = ()
+
+    @property
+    def stage_ids(self) -> frozenset[str]:
+        return frozenset(s.id for s in self.stages)
+
+
 @dataclass(frozen=True, slots=True)
 class KafkaConfig:
     bootstrap_servers: str = "localhost:9092"
@@ -102,6 +128,7 @@ class Config:
     money: MoneyConfig = field(default_factory=MoneyConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     targets: tuple[Target, ...] = ()
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     topics: TopicsConfig = field(default_factory=TopicsConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
@@ -142,7 +169,7 @@ def load_config(path: str | os.PathLike[str] | None = None,
 def config_from_mapping(raw: Mapping[str, Any],
                         environ: Mapping[str, str] | None = None) -> Config:
     """Build a validated :class:`Config` from parsed TOML (and optional env overrides)."""
-    unknown = set(raw) - set(_SECTIONS) - {"targets", "gateway"}
+    unknown = set(raw) - set(_SECTIONS) - {"targets", "pipeline", "gateway"}
     if unknown:
         raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
     sections: dict[str, Any] = {}
@@ -155,9 +182,11 @@ def config_from_mapping(raw: Mapping[str, Any],
             values.update(_env_overrides(name, cls, environ))
         sections[name] = _build_section(name, cls, values)
     targets = _build_targets(raw.get("targets", []))
+    pipeline = _build_pipeline(raw.get("pipeline", {}))
     sections["gateway"] = _build_gateway(raw.get("gateway", {}), environ or {})
-    config = Config(targets=targets, **sections)
+    config = Config(targets=targets, pipeline=pipeline, **sections)
     _validate(config)
+    _validate_gateway_stages(config)
     return config
 
 
@@ -235,17 +264,58 @@ def _build_targets(raw_targets: Any) -> tuple[Target, ...]:
         for key in ("team", "rep"):
             if key in t and (not isinstance(t[key], str) or not t[key]):
                 raise ConfigError(f"{where}: '{key}' must be a non-empty string")
-        from engine.kpis import REP_KPIS, TARGETABLE_KPIS, TEAM_KPIS
-
         if t["kpi"] not in TARGETABLE_KPIS:
             raise ConfigError(f"{where}: unknown or non-numeric kpi {t['kpi']!r}")
-        if "team" in t and t["kpi"] not in TEAM_KPIS:
+        if "team" in t and t["kpi"] not in TEAM_TARGETABLE:
             raise ConfigError(f"{where}: {t['kpi']} is a company-only KPI; it has no team target")
-        if "rep" in t and t["kpi"] not in REP_KPIS:
+        if "rep" in t and t["kpi"] not in REP_TARGETABLE:
             raise ConfigError(f"{where}: {t['kpi']} is not a rep KPI; it has no rep target")
         out.append(Target(kpi=t["kpi"], period=t["period"], value=float(value),
                           team=t.get("team"), rep=t.get("rep")))
     return tuple(out)
+
+
+def _build_pipeline(raw: Any) -> PipelineConfig:
+    """``[[pipeline.stages]]`` (SPEC §7.1): ids unique identifiers, 0 ≤ p ≤ 1, a known category."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError("[pipeline] must be a table")
+    unknown = set(raw) - {"stages"}
+    if unknown:
+        raise ConfigError(f"unknown key(s) in [pipeline]: {', '.join(sorted(unknown))}")
+    raw_stages = raw.get("stages", [])
+    if not isinstance(raw_stages, list):
+        raise ConfigError("[[pipeline.stages]] must be an array of tables")
+    if len(raw_stages) > MAX_STAGES:
+        raise ConfigError(f"[[pipeline.stages]]: at most {MAX_STAGES} stages, got {len(raw_stages)}")
+    stages: list[Stage] = []
+    seen: set[str] = set()
+    for i, st in enumerate(raw_stages, start=1):
+        where = f"[[pipeline.stages]] #{i}"
+        if not isinstance(st, Mapping):
+            raise ConfigError(f"{where} must be a table")
+        unknown = set(st) - {"id", "probability", "category"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        for key in ("id", "probability", "category"):
+            if key not in st:
+                raise ConfigError(f"{where}: missing '{key}'")
+        stage_id = st["id"]
+        if (not isinstance(stage_id, str) or not 0 < len(stage_id) <= 128
+                or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in stage_id)):
+            raise ConfigError(f"{where}: 'id' must be 1–128 characters without control "
+                              f"characters, got {stage_id!r}")
+        if stage_id in seen:
+            raise ConfigError(f"{where}: duplicate stage id {stage_id!r}")
+        seen.add(stage_id)
+        p = st["probability"]
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+            raise ConfigError(f"{where} ({stage_id}): 'probability' must be a number in [0, 1], "
+                              f"got {p!r}")
+        if st["category"] not in FORECAST_CATEGORIES:
+            raise ConfigError(f"{where} ({stage_id}): 'category' must be one of "
+                              f"{', '.join(FORECAST_CATEGORIES)}, got {st['category']!r}")
+        stages.append(Stage(stage_id, float(p), st["category"]))
+    return PipelineConfig(tuple(stages))
 
 
 def _validate(config: Config) -> None:
@@ -457,3 +527,15 @@ def _gateway_secret(where: str, raw: Mapping[str, Any], environ: Mapping[str, st
     if not secret:
         raise ConfigError(f"{where}: secret_file {value} is empty")
     return secret
+
+
+def _validate_gateway_stages(config: Config) -> None:
+    """With ``[[pipeline.stages]]``, every source's stage mapping must name configured stages."""
+    configured = {stage.id for stage in config.pipeline.stages}
+    if not configured:
+        return
+    for source in config.gateway.sources:
+        for crm_stage, stage in source.stages:
+            if stage not in configured:
+                raise ConfigError(f"[[gateway.sources]] {source.name!r}: stages maps {crm_stage!r} "
+                                  f"to {stage!r}, which is not a [[pipeline.stages]] id")

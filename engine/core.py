@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from engine.calendar import SLOT_US, Calendar
-from engine.config import CalendarConfig
+from engine.config import CalendarConfig, PipelineConfig
 from engine.event import Event
+from engine.lifecycle import CLOSED, CREATED, NO_STAGE, UPDATED, DealState, Step, advance
 from engine.measures import (
     ACTIVITY_INDEX,
     CYCLE_COUNT,
@@ -35,8 +36,13 @@ from engine.measures import (
     REVENUE_WON,
     SPEND_MARKETING,
     SPEND_SALES,
+    STAGE_ENTRIES,
+    STAGE_STAY_SUM_US,
+    STAGE_STAYS,
     Aggregate,
     Contribution,
+    stage_measure,
+    vector_width,
 )
 from engine.routing import ASPECT_ACQUISITION, ASPECT_PRIMARY
 
@@ -108,17 +114,28 @@ class Close:
 
 @dataclass(slots=True, init=False)
 class Deal:
+    """A deal's v1 facts (earliest creation, all closes) and its v2 lifecycle (SPEC §7.3):
+    every created/updated/closed step in order with the deal's state after each."""
+
     created: Attributed | None
     closes: list[Close]  # sorted by (ts, event_id)
+    steps: list[Step]  # sorted by (ts, event_id)
+    states: list[DealState]  # states[i]: the deal after steps[i]
 
     def __init__(self, created: Attributed | None = None,
                  closes: list[Close] | None = None) -> None:
         self.created = created
         self.closes = closes if closes is not None else []
+        self.steps = []
+        self.states = []
 
     def max_ts(self) -> int:
-        ts = self.closes[-1].ts if self.closes else -(1 << 62)
-        return max(ts, self.created.ts) if self.created else ts
+        """The latest instant of any of the deal's events."""
+        return self.steps[-1].ts if self.steps else -(1 << 62)
+
+    def is_open(self) -> bool:
+        """Open after all its events (so open at every later instant)."""
+        return bool(self.states) and self.states[-1].open
 
 
 @dataclass(slots=True, init=False)
@@ -170,41 +187,77 @@ class Customer:
 
 
 class DayBucket:
-    """The contributions whose instant falls on one local date, with a cached aggregate."""
+    """The contributions whose instant falls on one local date, with a cached aggregate.
 
-    __slots__ = ("items", "fixed", "month", "_aggregate")
+    Activities — half of all events — are kept as two machine-word arrays, their instants and
+    the index of their *shape* (team, rep, activity type) in the core's list of shapes: 12
+    bytes an activity instead of a contribution object (~80 bytes). A day's sum counts each
+    shape once and adds it that many times.
+    """
 
-    def __init__(self, month: int) -> None:
+    __slots__ = ("items", "fixed", "activity_ts", "activity_shape", "shapes", "month", "width",
+                 "_aggregate")
+
+    def __init__(self, month: int, width: int, shapes: list[Contribution]) -> None:
         self.items: dict[tuple, Contribution] = {}  # entity effects, replaced as facts change
-        self.fixed: list[Contribution] = []  # activities and spend: counted once, never change
+        self.fixed: list[Contribution] = []  # spend: counted once, never changes
+        self.activity_ts: array[int] = array("q")  # activities: counted once, never change
+        self.activity_shape: array[int] = array("l")
+        self.shapes = shapes  # the core's, shared
         self.month = month  # first-of-month ordinal, for invalidating month sums
+        self.width = width  # of the core's measure vectors
         self._aggregate: Aggregate | None = None
 
     def aggregate(self) -> Aggregate:
         agg = self._aggregate
         if agg is None:
-            agg = Aggregate()
+            agg = Aggregate(self.width)
             for c in self.items.values():
                 agg.add(c)
             for c in self.fixed:
                 agg.add(c)
+            self._add_activities(agg, self.activity_shape)
             self._aggregate = agg
         return agg
 
     def aggregate_before(self, cutoff: int) -> Aggregate:
-        agg = Aggregate()
+        agg = Aggregate(self.width)
         for contributions in (self.items.values(), self.fixed):
             for c in contributions:
                 if c.ts < cutoff:
                     agg.add(c)
+        self._add_activities(agg, [shape for ts, shape in
+                                   zip(self.activity_ts, self.activity_shape) if ts < cutoff])
         return agg
+
+    def _add_activities(self, agg: Aggregate, shape_ids: array[int] | list[int]) -> None:
+        counts: dict[int, int] = {}
+        for shape in shape_ids:
+            counts[shape] = counts.get(shape, 0) + 1
+        shapes = self.shapes
+        for shape, n in counts.items():
+            agg.add(shapes[shape], n)
+
+    def contributions(self) -> list[Contribution]:
+        """Every contribution of the day as objects (activities made up from their shapes):
+        for the few readers that need single contributions, such as the wallboard."""
+        out = list(self.items.values()) + self.fixed
+        shapes = self.shapes
+        for ts, shape in zip(self.activity_ts, self.activity_shape):
+            s = shapes[shape]
+            out.append(Contribution(ts, s.team, s.rep, s.active, s.values))
+        return out
 
 
 class Core:
     """Entity state and flows for one shard of events (all of them, or one partition's)."""
 
-    def __init__(self, calendar: Calendar | CalendarConfig) -> None:
+    def __init__(self, calendar: Calendar | CalendarConfig,
+                 pipeline: PipelineConfig | None = None) -> None:
         self.calendar = calendar if isinstance(calendar, Calendar) else Calendar(calendar)
+        stages = pipeline.stages if pipeline is not None else ()
+        self.stage_index: dict[str, int] = {stage.id: i for i, stage in enumerate(stages)}
+        self.width = vector_width(len(stages))
         self.seen: set[str] = set()
         self.seen_acquisitions: set[str] = set()
         self.leads: dict[str, Lead] = {}
@@ -219,6 +272,9 @@ class Core:
         # One string object per team and rep name: every event brings its own copy, and the
         # state keeps one per contribution (about 120 bytes an event at a million events).
         self.names: dict[str, str] = {}
+        # The distinct (team, rep, activity type) of activities, which day buckets refer to.
+        self.shapes: list[Contribution] = []
+        self.shape_ids: dict[tuple[str | None, str | None, str], int] = {}
         self.rep_first: dict[str, int] = {}
         self.version = 0
         self._slot_day = self.calendar.slot_day  # the calendar's memo, read inline for speed
@@ -263,13 +319,15 @@ class Core:
         if kind == "activity.logged":
             activity = event.activity_type
             assert activity is not None
-            self._put_fixed(day, Contribution(ts, team, rep, True, _ACTIVITY_VALUES[activity]))
+            self._put_activity(day, ts, team, rep, activity)
         elif kind == "lead.created":
             self._lead_fact(event, day, True)
         elif kind == "lead.qualified":
             self._lead_fact(event, day, False)
         elif kind == "deal.created":
             self._deal_created(event)
+        elif kind == "deal.updated":
+            self._deal_updated(event)
         elif kind == "deal.closed":
             self._deal_closed(event)
             if aspect is None:
@@ -346,6 +404,50 @@ class Core:
             self._drop_deal(deal_id, deal)
             deal.created = new
             self._put_deal(deal_id, deal)
+        self._step(deal_id, deal, Step(e.ts, e.event_id, CREATED, self._stage(e.stage), e.amount,
+                                       e.expected_close, e.team_id, e.rep_id))
+
+    def _deal_updated(self, e: Event) -> None:
+        """A change of the deal's CRM record: a lifecycle step only (no v1 flow, decision 20)."""
+        deal_id = e.deal_id
+        assert deal_id is not None
+        deal = self.deals.get(deal_id)
+        if deal is None:
+            deal = self.deals[deal_id] = Deal()
+        self._step(deal_id, deal, Step(e.ts, e.event_id, UPDATED, self._stage(e.stage), e.amount,
+                                       e.expected_close, e.team_id, e.rep_id))
+
+    def _stage(self, stage: str | None) -> int:
+        """A stage id as its configured index; one no longer configured counts as no stage."""
+        return NO_STAGE if stage is None else self.stage_index.get(stage, NO_STAGE)
+
+    def _step(self, deal_id: str, deal: Deal, step: Step) -> None:
+        """Insert a lifecycle step in order and redo the walk from there (SPEC §7.3).
+
+        Steps mostly arrive in order, so the walk is usually the new last step alone. The
+        stage flows of the steps walked again are taken out and put back as they now are.
+        """
+        steps, states = deal.steps, deal.states
+        i = len(steps)
+        while i > 0 and step.before(steps[i - 1]):
+            i -= 1
+        steps.insert(i, step)
+        del states[i:]
+        for j in range(i, len(steps)):
+            current = steps[j]
+            key = ("sf", deal_id, current.event_id)
+            if j > i:
+                self._drop(key, current.ts)
+            state, flow = advance(states[j - 1] if j > 0 else None, current)
+            states.append(state)
+            if flow is not None:
+                values: Values = ()
+                if flow.entered != NO_STAGE:
+                    values = ((stage_measure(flow.entered, STAGE_ENTRIES), 1),)
+                if flow.ended != NO_STAGE:
+                    values += ((stage_measure(flow.ended, STAGE_STAY_SUM_US), flow.stay),
+                               (stage_measure(flow.ended, STAGE_STAYS), 1))
+                self._put(key, Contribution(current.ts, state.team, state.rep, False, values))
 
     def _deal_closed(self, e: Event) -> None:
         deal_id, team, rep = e.deal_id, e.team_id, e.rep_id
@@ -358,6 +460,8 @@ class Core:
         amount = (e.amount or 0) if won else 0
         insort(deal.closes, Close(e.ts, e.event_id, team, rep, won, amount, e.opened_at))
         self._put_deal(deal_id, deal)
+        self._step(deal_id, deal, Step(e.ts, e.event_id, CLOSED, NO_STAGE, e.amount, None,
+                                       team, rep))
 
     def _drop_deal(self, deal_id: str, deal: Deal) -> None:
         if deal.created is not None:
@@ -441,7 +545,8 @@ class Core:
     def _bucket_of_day(self, day: int) -> DayBucket:
         bucket = self.days.get(day)
         if bucket is None:
-            bucket = self.days[day] = DayBucket(self.calendar.period_start_day("month", day))
+            bucket = self.days[day] = DayBucket(self.calendar.period_start_day("month", day),
+                                                self.width, self.shapes)
             self._bump(bucket.month)
         return bucket
 
@@ -449,8 +554,7 @@ class Core:
         versions = self.month_version
         versions[month] = versions.get(month, 0) + 1
 
-    def _put_fixed(self, day: int, contribution: Contribution) -> None:
-        """A contribution that never changes (an activity, a spend): no key, no retraction."""
+    def _fixed_bucket(self, day: int) -> DayBucket:
         bucket = self._current_bucket if day == self._current_day else None
         if bucket is None:
             bucket = self.days.get(day)
@@ -458,10 +562,26 @@ class Core:
                 bucket = self._bucket_of_day(day)
             if day == self._current_day:
                 self._current_bucket = bucket
-        bucket.fixed.append(contribution)
         if bucket._aggregate is not None:
             bucket._aggregate = None
             self._bump(bucket.month)
+        return bucket
+
+    def _put_fixed(self, day: int, contribution: Contribution) -> None:
+        """A contribution that never changes (a spend): no key, no retraction."""
+        self._fixed_bucket(day).fixed.append(contribution)
+
+    def _put_activity(self, day: int, ts: int, team: str | None, rep: str | None,
+                      activity: str) -> None:
+        """An activity: counted once, never changes; stored as its instant and shape."""
+        key = (team, rep, activity)
+        shape = self.shape_ids.get(key)
+        if shape is None:
+            shape = self.shape_ids[key] = len(self.shapes)
+            self.shapes.append(Contribution(0, team, rep, True, _ACTIVITY_VALUES[activity]))
+        bucket = self._fixed_bucket(day)
+        bucket.activity_ts.append(ts)
+        bucket.activity_shape.append(shape)
 
     def _put_at(self, day: int, key: tuple, contribution: Contribution) -> None:
         """A keyed contribution on its local ``day`` (which must be that of its instant)."""

@@ -1,7 +1,7 @@
 """The typed CRM event that the KPI core consumes, and the rejection of one that is invalid.
 
 Why a flat slotted class: the core touches a handful of attributes per event at hundreds of
-thousands of events per second, and one shape for all eight types keeps routing and storage
+thousands of events per second, and one shape for all nine types keeps routing and storage
 simple. Money is held in integer micro-units of the reporting currency and instants in integer
 microseconds since the Unix epoch (UTC): sums are then exact, so results cannot depend on the
 order in which events arrive or on how they are split across workers.
@@ -19,6 +19,7 @@ EVENT_TYPES: Final[tuple[str, ...]] = (
     "lead.qualified",
     "activity.logged",
     "deal.created",
+    "deal.updated",
     "deal.closed",
     "subscription.started",
     "subscription.cancelled",
@@ -48,6 +49,8 @@ class Event:
 
     ``ts`` is ``occurred_at``; ``amount`` carries ``amount`` (deal and spend events) and
     ``mrr`` carries a subscription's monthly recurring revenue, both in micro-units.
+    ``stage`` and ``expected_close`` (µs) are the pipeline fields of ``deal.created`` and
+    ``deal.updated`` (SPEC §7); ``stage`` is ``None`` when no stages are configured.
     The ``__init__`` is written out (not generated) so that the compiled build compiles it:
     an event is made for every message.
     """
@@ -67,6 +70,8 @@ class Event:
     amount: int | None = None
     mrr: int | None = None
     opened_at: int | None = None
+    stage: str | None = None
+    expected_close: int | None = None
 
     def __init__(self, event_id: str, type: str, ts: int, team_id: str | None = None,
                  rep_id: str | None = None, lead_id: str | None = None,
@@ -74,7 +79,8 @@ class Event:
                  subscription_id: str | None = None, activity_type: str | None = None,
                  outcome: str | None = None, category: str | None = None,
                  amount: int | None = None, mrr: int | None = None,
-                 opened_at: int | None = None) -> None:
+                 opened_at: int | None = None, stage: str | None = None,
+                 expected_close: int | None = None) -> None:
         self.event_id = event_id
         self.type = type
         self.ts = ts
@@ -90,6 +96,8 @@ class Event:
         self.amount = amount
         self.mrr = mrr
         self.opened_at = opened_at
+        self.stage = stage
+        self.expected_close = expected_close
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +123,7 @@ def to_micros(value: int | float) -> int:
 _ROW_FIELDS = (
     "event_id", "type", "ts", "team_id", "rep_id", "lead_id", "deal_id", "customer_id",
     "subscription_id", "activity_type", "outcome", "category", "amount", "mrr", "opened_at",
+    "stage", "expected_close",
 )
 
 
@@ -124,5 +133,5 @@ def event_to_row(event: Event) -> list:
 
 
 def event_from_row(row: list) -> Event:
-    """Inverse of :func:`event_to_row`."""
+    """Inverse of :func:`event_to_row` (also of v1 rows, which lack the last two fields)."""
     return Event(*row)

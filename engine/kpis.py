@@ -7,6 +7,8 @@ parts are what the Prometheus export publishes, and the recording rules repeat t
 
 from __future__ import annotations
 
+from engine.catalog import ADDITIVE_KPIS
+from engine.config import Stage
 from engine.event import MICRO
 from engine.measures import (
     ACT_CALL,
@@ -26,24 +28,16 @@ from engine.measures import (
     REVENUE_WON,
     SPEND_MARKETING,
     SPEND_SALES,
+    STAGE_ENTRIES,
+    STAGE_STAY_SUM_US,
+    STAGE_STAYS,
+    stage_measure,
 )
+from engine.pipeline import DUE_AMOUNT, OPEN_AMOUNT, OPEN_DEALS, SLOT
 
 _DAY_US = 86_400 * MICRO
 
-REP_KPIS = (
-    "leads_created", "leads_qualified", "lead_qualification_rate", "activities",
-    "activities_by_type", "deals_created", "deals_won", "deals_lost", "revenue_won", "win_rate",
-    "lead_conversion_rate", "avg_deal_size", "avg_sales_cycle_days", "sales_velocity",
-    "revenue_growth", "revenue_growth_yoy",
-)
-TEAM_KPIS = REP_KPIS + ("active_reps", "revenue_per_rep")
-COMPANY_KPIS = TEAM_KPIS + (
-    "spend_marketing", "spend_sales", "spend_total", "new_customers", "cac",
-    "customers_active_start", "customers_active_end", "customers_churned", "churn_rate",
-    "retention_rate", "mrr_start", "mrr_end", "mrr_new", "mrr_churned", "arpa", "clv",
-)
-# Every numeric KPI can have a target; activities_by_type is a breakdown, not a number.
-TARGETABLE_KPIS = tuple(k for k in COMPANY_KPIS if k != "activities_by_type")
+CATEGORIES = ("pipeline", "best_case", "commit")
 
 
 def ratio(numerator: int | float | None, denominator: int | float | None) -> float | None:
@@ -143,6 +137,84 @@ def company_kpis(kpis: dict[str, object], v: list[int], stocks, period: str,
         "arpa": arpa,
         "clv": clv,
     })
+
+
+def pipeline_kpis(kpis: dict[str, object], pipeline: list[int], flows: list[int],
+                  stages: tuple[Stage, ...], forecast: bool) -> None:
+    """SPEC §7.4 from exact parts: ``pipeline`` is the scope's vector of
+    :mod:`engine.pipeline` (open deals, amount, due amount per stage slot), ``flows`` its flow
+    vector (stage entries and stays); ``forecast`` only in offset-0 windows."""
+    n = len(stages)
+    null_slot = SLOT * n
+    deals_by_stage: dict[str, int] = {}
+    amount_by_stage: dict[str, float] = {}
+    category_micros = {"pipeline": pipeline[null_slot + OPEN_AMOUNT], "best_case": 0,
+                       "commit": 0}
+    due_category_micros = {"pipeline": pipeline[null_slot + DUE_AMOUNT], "best_case": 0,
+                           "commit": 0}
+    weighted = due_weighted = 0.0
+    entries: dict[str, int] = {}
+    days_in_stage: dict[str, float | None] = {}
+    for k, stage in enumerate(stages):
+        base = SLOT * k
+        amount, due = pipeline[base + OPEN_AMOUNT], pipeline[base + DUE_AMOUNT]
+        deals_by_stage[stage.id] = pipeline[base + OPEN_DEALS]
+        amount_by_stage[stage.id] = money(amount)
+        category_micros[stage.category] += amount
+        due_category_micros[stage.category] += due
+        weighted += stage.probability * amount
+        due_weighted += stage.probability * due
+        entries[stage.id] = flows[stage_measure(k, STAGE_ENTRIES)]
+        stays = flows[stage_measure(k, STAGE_STAYS)]
+        days_in_stage[stage.id] = (ratio(flows[stage_measure(k, STAGE_STAY_SUM_US)],
+                                         stays * _DAY_US) if stays else None)
+    deals = sum(pipeline[SLOT * k + OPEN_DEALS] for k in range(n + 1))
+    amount_micros = sum(pipeline[SLOT * k + OPEN_AMOUNT] for k in range(n + 1))
+    due_micros = sum(pipeline[SLOT * k + DUE_AMOUNT] for k in range(n + 1))
+    revenue = kpis["revenue_won"]
+    assert isinstance(revenue, float)
+    commit = best_case = forecast_weighted = None
+    if forecast:
+        commit = revenue + money(due_category_micros["commit"])
+        best_case = commit + money(due_category_micros["best_case"])
+        forecast_weighted = revenue + due_weighted / MICRO
+    kpis.update({
+        "pipeline_deals": deals,
+        "pipeline_amount": money(amount_micros),
+        "pipeline_weighted": weighted / MICRO,
+        "pipeline_deals_by_stage": deals_by_stage,
+        "pipeline_amount_by_stage": amount_by_stage,
+        "pipeline_amount_by_category": {c: money(category_micros[c]) for c in CATEGORIES},
+        "pipeline_due_amount": money(due_micros),
+        "pipeline_due_weighted": due_weighted / MICRO,
+        "stage_entries": entries,
+        "avg_days_in_stage": days_in_stage,
+        "forecast_commit": commit,
+        "forecast_best_case": best_case,
+        "forecast_weighted": forecast_weighted,
+    })
+
+
+def pacing(kpi: str, kpis: dict[str, object], target: float, elapsed: float,
+           current: bool) -> dict[str, float | None]:
+    """SPEC §7.5 for one target: ``elapsed`` is f, the share of the window gone by (absolute
+    time), ``current`` says the window is an offset-0 one."""
+    value = kpis.get(kpi)
+    expected = pace = projection = coverage = forecast_attainment = None
+    if kpi in ADDITIVE_KPIS and isinstance(value, (int, float)):
+        expected = target * elapsed
+        pace = ratio(value, expected)
+        projection = ratio(value, elapsed)
+    if kpi == "revenue_won" and current and isinstance(value, float):
+        remaining = target - value
+        due = kpis.get("pipeline_due_amount")
+        if remaining > 0 and isinstance(due, float):
+            coverage = due / remaining
+        weighted = kpis.get("forecast_weighted")
+        if isinstance(weighted, float):
+            forecast_attainment = ratio(weighted, target)
+    return {"expected": expected, "pace": pace, "projection": projection,
+            "coverage": coverage, "forecast_attainment": forecast_attainment}
 
 
 def attainment(value: object, target: float) -> float | None:

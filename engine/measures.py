@@ -44,6 +44,23 @@ MEASURE_NAMES = (
 ACTIVITY_INDEX: Final = {"call": ACT_CALL, "email": ACT_EMAIL, "meeting": ACT_MEETING,
                   "demo": ACT_DEMO, "other": ACT_OTHER}
 
+# Stage flows (SPEC §7.3) follow the fixed measures, three per configured stage, so a core's
+# vectors are N_MEASURES + 3 × stages wide: entries into the stage, and the summed length (µs)
+# and number of the stays in it that end.
+STAGE_ENTRIES: Final = 0
+STAGE_STAY_SUM_US: Final = 1
+STAGE_STAYS: Final = 2
+STAGE_MEASURES: Final = 3
+
+
+def stage_measure(stage: int, which: int) -> int:
+    """The vector index of one stage flow measure (``stage`` counts from 0 in config order)."""
+    return N_MEASURES + STAGE_MEASURES * stage + which
+
+
+def vector_width(n_stages: int) -> int:
+    return N_MEASURES + STAGE_MEASURES * n_stages
+
 
 @dataclass(slots=True, init=False)
 class Contribution:
@@ -70,12 +87,17 @@ class Contribution:
 
 
 class Aggregate:
-    """Summed measures per scope, plus per-(team, rep) counts of rep-activating contributions."""
+    """Summed measures per scope, plus per-(team, rep) counts of rep-activating contributions.
 
-    __slots__ = ("company", "teams", "reps", "pairs")
+    ``width`` is the vector length: :data:`N_MEASURES` plus the stage flows of a core with
+    stages (:func:`vector_width`); aggregates that are merged have the same width.
+    """
 
-    def __init__(self) -> None:
-        self.company = [0] * N_MEASURES
+    __slots__ = ("company", "teams", "reps", "pairs", "width")
+
+    def __init__(self, width: int = N_MEASURES) -> None:
+        self.width = width
+        self.company = [0] * width
         self.teams: dict[str, list[int]] = {}
         self.reps: dict[str, list[int]] = {}
         self.pairs: dict[tuple[str | None, str], int] = {}
@@ -86,11 +108,11 @@ class Aggregate:
         if c.team is not None:
             team_vec = self.teams.get(c.team)
             if team_vec is None:
-                team_vec = self.teams[c.team] = [0] * N_MEASURES
+                team_vec = self.teams[c.team] = [0] * self.width
         if c.rep is not None:
             rep_vec = self.reps.get(c.rep)
             if rep_vec is None:
-                rep_vec = self.reps[c.rep] = [0] * N_MEASURES
+                rep_vec = self.reps[c.rep] = [0] * self.width
             if c.active:
                 key = (c.team, c.rep)
                 self.pairs[key] = self.pairs.get(key, 0) + sign
@@ -122,10 +144,10 @@ class Aggregate:
         return len({rep for (t, rep), n in self.pairs.items() if n > 0 and t == team})
 
     def team(self, team: str) -> list[int]:
-        return self.teams.get(team) or [0] * N_MEASURES
+        return self.teams.get(team) or [0] * self.width
 
     def rep(self, rep: str) -> list[int]:
-        return self.reps.get(rep) or [0] * N_MEASURES
+        return self.reps.get(rep) or [0] * self.width
 
 
 def _add_vec(into: list[int], other: list[int]) -> None:

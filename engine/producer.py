@@ -40,6 +40,7 @@ KEY_FIELDS: dict[str, tuple[str, ...]] = {
     "lead.created": ("lead_id",),
     "lead.qualified": ("lead_id",),
     "deal.created": ("deal_id",),
+    "deal.updated": ("deal_id",),
     "deal.closed": ("deal_id",),
     "subscription.started": ("customer_id", "subscription_id"),
     "subscription.cancelled": ("customer_id", "subscription_id"),

@@ -38,7 +38,7 @@ def replay_file(path: str | os.PathLike[str], config: Config, core: Core | None 
     Duplicates are decided in file order before the visibility check (SPEC §6.14); visibility
     itself is the report's business, so every valid event is applied.
     """
-    result = Replay(core if core is not None else Core(config.calendar))
+    result = Replay(core if core is not None else Core(config.calendar, config.pipeline))
     # The core's state is acyclic (dicts, tuples, slotted records), so the cyclic collector
     # only costs time here: with a million live objects its full passes take a third of the
     # load. Paused for the load, then the loaded state is frozen out of later collections.
@@ -57,11 +57,12 @@ def _load(path: str | os.PathLike[str], config: Config, result: Replay, keep_err
     apply = result.core.apply
     currency = config.money.currency
     max_bytes = config.limits.max_event_bytes
+    stages = config.pipeline.stage_ids or None
     read = duplicate = invalid = 0
     errors = result.errors
     for line_no, raw in iter_lines(path):
         read += 1
-        event = decode(raw, currency=currency, max_event_bytes=max_bytes)
+        event = decode(raw, currency=currency, max_event_bytes=max_bytes, stages=stages)
         if isinstance(event, Rejection):
             invalid += 1
             if len(errors) < keep_errors:

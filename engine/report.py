@@ -11,9 +11,19 @@ from datetime import timezone
 from engine.calendar import REPORT_WINDOWS, Calendar, Window, from_micros
 from engine.config import Config, Target
 from engine.core import Core
-from engine.kpis import attainment, company_kpis, flow_kpis, growth, team_kpis
+from engine.kpis import (
+    attainment,
+    company_kpis,
+    flow_kpis,
+    growth,
+    pacing,
+    pipeline_kpis,
+    team_kpis,
+)
 from engine.measures import REVENUE_WON, Aggregate
+from engine.pipeline import pipeline_for_windows
 from engine.view import Stocks, View
+
 
 def build_report(cores: list[Core], as_of: int, config: Config,
                  counts: dict[str, int] | None = None,
@@ -34,9 +44,10 @@ def build_report(cores: list[Core], as_of: int, config: Config,
     targets = _targets_by_period(config.targets)
     spans = [calendar.window(period, offset, as_of) for period, offset in REPORT_WINDOWS]
     stocks = view.stocks_for([(w.start, min(w.end, as_of)) for w in spans])
+    pipelines = pipeline_for_windows(cores, spans, as_of, len(config.pipeline.stages))
     windows = [
-        _window_document(view, w, s, teams, reps, config, targets.get(w.period, ()))
-        for w, s in zip(spans, stocks)
+        _window_document(view, w, s, p, teams, reps, config, targets.get(w.period, ()))
+        for w, s, p in zip(spans, stocks, pipelines)
     ]
     return {
         "as_of": from_micros(as_of, timezone.utc).isoformat(),
@@ -48,12 +59,18 @@ def build_report(cores: list[Core], as_of: int, config: Config,
     }
 
 
-def _window_document(view: View, w: Window, stocks: Stocks, teams: list[str], reps: list[str],
-                     config: Config, targets: tuple[Target, ...]) -> dict:
+def _window_document(view: View, w: Window, stocks: Stocks, pipeline: Aggregate,
+                     teams: list[str], reps: list[str], config: Config,
+                     targets: tuple[Target, ...]) -> dict:
     cal, as_of = view.calendar, view.as_of
-    flows = view.flows(w.start, min(w.end, as_of))
+    eff_end = min(w.end, as_of)
+    flows = view.flows(w.start, eff_end)
     earlier = view.growth_base(w)
     year_ago = view.year_ago(w)
+    stages = config.pipeline.stages
+    current = w.offset == 0
+    # SPEC §7.5's f: the share of the window gone by, in absolute time.
+    elapsed = (eff_end - w.start) / (w.end - w.start)
 
     def scope(vec: list[int], base: list[int] | None, yoy: list[int] | None) -> dict:
         kpis = flow_kpis(vec)
@@ -63,27 +80,33 @@ def _window_document(view: View, w: Window, stocks: Stocks, teams: list[str], re
             kpis["revenue_growth_yoy"] = growth(vec[REVENUE_WON], yoy[REVENUE_WON])
         return kpis
 
+    def targets_of(kpis: dict, kind: str, name: str | None) -> dict:
+        return _targets(kpis, targets, kind, name, elapsed, current)
+
     company = scope(flows.company, _vec(earlier, None), _vec(year_ago, None))
     team_kpis(company, flows.active_reps())
     company_kpis(company, flows.company, stocks, w.period, config.money.gross_margin)
+    pipeline_kpis(company, pipeline.company, flows.company, stages, current)
     team_docs = {}
     for team in teams:
         kpis = scope(flows.team(team), _vec(earlier, team, "team"), _vec(year_ago, team, "team"))
         team_kpis(kpis, flows.active_reps(team))
+        pipeline_kpis(kpis, pipeline.team(team), flows.team(team), stages, current)
         team_docs[team] = kpis
-    rep_docs = {
-        rep: scope(flows.rep(rep), _vec(earlier, rep, "rep"), _vec(year_ago, rep, "rep"))
-        for rep in reps
-    }
+    rep_docs = {}
+    for rep in reps:
+        kpis = scope(flows.rep(rep), _vec(earlier, rep, "rep"), _vec(year_ago, rep, "rep"))
+        pipeline_kpis(kpis, pipeline.rep(rep), flows.rep(rep), stages, current)
+        rep_docs[rep] = kpis
     return {
         "period": w.period,
         "offset": w.offset,
         "start": cal.format_instant(w.start),
         "end": cal.format_instant(w.end),
-        "company": {"kpis": company, "targets": _targets(company, targets, "company", None)},
-        "teams": {t: {"kpis": k, "targets": _targets(k, targets, "team", t)}
+        "company": {"kpis": company, "targets": targets_of(company, "company", None)},
+        "teams": {t: {"kpis": k, "targets": targets_of(k, "team", t)}
                   for t, k in team_docs.items()},
-        "reps": {r: {"kpis": k, "targets": _targets(k, targets, "rep", r)}
+        "reps": {r: {"kpis": k, "targets": targets_of(k, "rep", r)}
                  for r, k in rep_docs.items()},
     }
 
@@ -109,7 +132,9 @@ def _targets_by_period(targets: tuple[Target, ...]) -> dict[str, tuple[Target, .
     return {p: tuple(ts) for p, ts in by_period.items()}
 
 
-def _targets(kpis: dict, targets: tuple[Target, ...], kind: str, name: str | None) -> dict:
+def _targets(kpis: dict, targets: tuple[Target, ...], kind: str, name: str | None,
+             elapsed: float, current: bool) -> dict:
+    """Each target of this scope: attainment (SPEC §4) and pacing (§7.5)."""
     out = {}
     for t in targets:
         if kind == "company" and (t.team is not None or t.rep is not None):
@@ -118,5 +143,8 @@ def _targets(kpis: dict, targets: tuple[Target, ...], kind: str, name: str | Non
             continue
         if kind == "rep" and t.rep != name:
             continue
-        out[t.kpi] = {"target": t.value, "attainment": attainment(kpis.get(t.kpi), t.value)}
+        entry: dict[str, object] = {"target": t.value,
+                                    "attainment": attainment(kpis.get(t.kpi), t.value)}
+        entry.update(pacing(t.kpi, kpis, t.value, elapsed, current))
+        out[t.kpi] = entry
     return out

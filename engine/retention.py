@@ -7,7 +7,9 @@ starts at most 731 days before ``as_of`` and retention is at least 732 days, so 
 a report can show depends on what is dropped here:
 
 - day buckets, counted-event stamps and their ids before the horizon's local day;
-- leads and deals whose every fact is before the horizon;
+- leads whose every fact is before the horizon, and deals whose every event is before it and
+  that are not open (SPEC §7.3: a deal still open counts in the pipeline at every later
+  instant, however old its last event — like a customer still subscribed);
 - customers with no subscription running at or after the horizon and no fact after it (a
   customer still subscribed stays, however old its start: it is active at every instant).
 
@@ -43,7 +45,8 @@ def evict(core: Core, horizon: int) -> list[str]:
     for lead_id in [k for k, lead in core.leads.items() if _lead_before(lead, horizon)]:
         del core.leads[lead_id]
         dropped.append("L|" + lead_id)
-    for deal_id in [k for k, deal in core.deals.items() if deal.max_ts() < horizon]:
+    for deal_id in [k for k, deal in core.deals.items()
+                    if deal.max_ts() < horizon and not deal.is_open()]:
         del core.deals[deal_id]
         dropped.append("D|" + deal_id)
     for customer_id in [k for k, c in core.customers.items() if _customer_before(c, horizon)]:

@@ -1,7 +1,8 @@
 """Which state shard an event belongs to: the key that the live engine partitions by.
 
 Why: KPI state is exact across workers only when every event that can affect one entity's
-result lands on the same partition. Leads and deals are self-contained; subscriptions and
+result lands on the same partition. Leads and deals are self-contained (a deal's whole
+lifecycle, ``deal.updated`` included, is on one partition, SPEC §7.3); subscriptions and
 customer acquisitions are keyed by customer, because "customers active at an instant" and
 "new customers" are per-customer questions. A won ``deal.closed`` therefore has two aspects:
 its close counts for the deal (routed by ``deal_id``) and it may acquire a customer (routed by
@@ -28,7 +29,7 @@ def routes(event: Event) -> list[tuple[str, str]]:
         return [(f"L|{event.lead_id}", ASPECT_PRIMARY)]
     if t == "activity.logged":
         return [(f"A|{event.rep_id}|{event.ts // _DAY_US}", ASPECT_PRIMARY)]
-    if t == "deal.created":
+    if t == "deal.created" or t == "deal.updated":
         return [(f"D|{event.deal_id}", ASPECT_PRIMARY)]
     if t == "deal.closed":
         primary = (f"D|{event.deal_id}", ASPECT_PRIMARY)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from engine.calendar import Calendar, Window
 from engine.core import Core, deal_contributions
-from engine.measures import Aggregate, Contribution
+from engine.measures import N_MEASURES, Aggregate, Contribution
 
 
 YOY_OFFSET = {"month": 12, "quarter": 4, "year": 1}
@@ -44,6 +44,7 @@ class View:
         self.calendar = calendar
         self.as_of = as_of
         self.corrections = [c for core in cores for c in _deal_corrections(core, as_of)]
+        self.width = cores[0].width if cores else N_MEASURES
 
     # -- flows --------------------------------------------------------------------------------
 
@@ -53,7 +54,7 @@ class View:
         first = cal.local_day(lo)
         last = cal.local_day(hi)
         partial = cal.midnight(last) != hi
-        total = Aggregate()
+        total = Aggregate(self.width)
         for core in self.cores:
             _sum_days(core, first, last, total)
             if partial:
@@ -179,7 +180,7 @@ def _sum_days(core: Core, first: int, end: int, total: Aggregate) -> None:
             version = core.month_version.get(d, 0)
             cached = cache.get(d)
             if cached is None or cached[0] != version:
-                agg = Aggregate()
+                agg = Aggregate(core.width)
                 for day in range(d, month_end):
                     bucket = days.get(day)
                     if bucket is not None:

@@ -102,7 +102,7 @@ class PartitionCores:
         self._shards[partition] = shard
 
     def new_shard(self) -> Shard:
-        return Shard(Core(self.config.calendar))
+        return Shard(Core(self.config.calendar, self.config.pipeline))
 
 
 #: How long the broker may hold a fetch of Faust's consumer waiting for data (Faust: 1500 ms).

@@ -68,14 +68,13 @@ def _activities(cores: Iterable[Core], calendar: Calendar, lo: int,
             bucket = core.days.get(day)
             if bucket is None:
                 continue
-            for contributions in (bucket.fixed, bucket.items.values()):
-                for c in contributions:
-                    if not lo <= c.ts < hi:
-                        continue
-                    for index, amount in c.values:
-                        name = _ACTIVITY_OF_INDEX.get(index)
-                        if name is not None:
-                            yield c.ts, c.team, name, amount
+            for c in bucket.contributions():
+                if not lo <= c.ts < hi:
+                    continue
+                for index, amount in c.values:
+                    name = _ACTIVITY_OF_INDEX.get(index)
+                    if name is not None:
+                        yield c.ts, c.team, name, amount
 
 
 def recent_activities(cores: Iterable[Core], calendar: Calendar, lo: int, hi: int,

@@ -45,6 +45,9 @@ def gateway_raw(tmp_path: Path, **gateway: Any) -> dict[str, Any]:
     raw: dict[str, Any] = {
         "money": {"currency": "EUR"},
         "calendar": {"timezone": "Europe/Berlin"},
+        "pipeline": {"stages": [
+            {"id": "discovery", "probability": 0.1, "category": "pipeline"},
+            {"id": "proposal", "probability": 0.4, "category": "best_case"}]},
         "gateway": {"roster": str(roster), "sources": [
             {"name": "contract", "kind": "contract", "secret": "s3cret-token"},
             {"name": "pipedrive", "kind": "pipedrive", "username": "kpi", "secret": "pd-pass",

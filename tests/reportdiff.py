@@ -35,3 +35,31 @@ def diff_reports(actual: object, expected: object, path: str = "") -> list[str]:
     if actual == expected or abs(actual - expected) <= REL_TOL * max(abs(actual), abs(expected)):
         return []
     return [f"{path}: {actual!r} != {expected!r}"]
+
+
+V2_KPIS = frozenset({
+    "pipeline_deals", "pipeline_amount", "pipeline_weighted", "pipeline_deals_by_stage",
+    "pipeline_amount_by_stage", "pipeline_amount_by_category", "pipeline_due_amount",
+    "pipeline_due_weighted", "stage_entries", "avg_days_in_stage", "forecast_commit",
+    "forecast_best_case", "forecast_weighted"})
+V2_TARGET_FIELDS = frozenset({"expected", "pace", "projection", "coverage",
+                              "forecast_attainment"})
+
+
+def without_v2(report: dict) -> dict:
+    """The report as a v1 implementation writes it: SPEC §7's additions taken out (a copy).
+
+    Written out here rather than taken from the engine, so that a KPI the engine forgot to
+    list as v2 still shows up as a difference."""
+    import copy
+
+    out = copy.deepcopy(report)
+    for window in out["windows"]:
+        scopes = [window["company"], *window["teams"].values(), *window["reps"].values()]
+        for scope in scopes:
+            for kpi in V2_KPIS & set(scope["kpis"]):
+                del scope["kpis"][kpi]
+            for target in scope["targets"].values():
+                for name in V2_TARGET_FIELDS & set(target):
+                    del target[name]
+    return out

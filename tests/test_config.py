@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -91,3 +92,64 @@ def test_commands_exit_2_with_the_message_on_a_bad_config(tmp_path: Path):
                            "--config", str(bad)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "gross_margin" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --- [[pipeline.stages]] (SPEC §7.1) -------------------------------------------------------------
+
+def _stages(*stages: dict) -> dict:
+    return {"pipeline": {"stages": list(stages)}}
+
+
+def test_pipeline_stages_in_order():
+    config = config_from_mapping(_stages(
+        {"id": "discovery", "probability": 0.1, "category": "pipeline"},
+        {"id": "verbal", "probability": 1, "category": "commit"}))
+    assert [(s.id, s.probability, s.category) for s in config.pipeline.stages] == [
+        ("discovery", 0.1, "pipeline"), ("verbal", 1.0, "commit")]
+    assert config.pipeline.stage_ids == {"discovery", "verbal"}
+    assert config_from_mapping({}).pipeline.stages == ()
+
+
+@pytest.mark.parametrize("stages, message", [
+    ([{"probability": 0.1, "category": "pipeline"}], "missing 'id'"),
+    ([{"id": "a", "category": "pipeline"}], "missing 'probability'"),
+    ([{"id": "a", "probability": 0.1}], "missing 'category'"),
+    ([{"id": "a", "probability": 0.1, "category": "pipeline"},
+      {"id": "a", "probability": 0.2, "category": "commit"}], "duplicate stage id 'a'"),
+    ([{"id": "a", "probability": 1.5, "category": "pipeline"}], "'probability'"),
+    ([{"id": "a", "probability": -0.1, "category": "pipeline"}], "'probability'"),
+    ([{"id": "a", "probability": True, "category": "pipeline"}], "'probability'"),
+    ([{"id": "a", "probability": "0.1", "category": "pipeline"}], "'probability'"),
+    ([{"id": "a", "probability": 0.1, "category": "forecast"}], "'category'"),
+    ([{"id": "", "probability": 0.1, "category": "pipeline"}], "'id'"),
+    ([{"id": "a\nb", "probability": 0.1, "category": "pipeline"}], "'id'"),
+    ([{"id": "a", "probability": 0.1, "category": "pipeline", "colour": "red"}],
+     "unknown key(s) colour"),
+    ([{"id": f"s{i}", "probability": 0.1, "category": "pipeline"} for i in range(51)],
+     "at most 50 stages"),
+])
+def test_pipeline_stage_errors_name_the_key(stages, message):
+    with pytest.raises(ConfigError, match=re.escape(message)) as raised:
+        config_from_mapping(_stages(*stages))
+    assert "pipeline.stages" in str(raised.value)
+
+
+def test_unknown_pipeline_key_is_an_error():
+    with pytest.raises(ConfigError, match="unknown key"):
+        config_from_mapping({"pipeline": {"stage": []}})
+
+
+@pytest.mark.parametrize("kpi, scope", [
+    ("pipeline_weighted", {}), ("forecast_weighted", {"team": "t"}),
+    ("pipeline_deals", {"rep": "r"}), ("pipeline_due_amount", {"rep": "r"})])
+def test_pipeline_scalars_take_targets_in_every_scope(kpi, scope):
+    config = config_from_mapping({"targets": [{"kpi": kpi, "period": "month", "value": 1,
+                                               **scope}]})
+    assert config.targets[0].kpi == kpi
+
+
+@pytest.mark.parametrize("kpi", ["pipeline_amount_by_stage", "stage_entries",
+                                 "avg_days_in_stage", "pipeline_amount_by_category"])
+def test_a_pipeline_breakdown_takes_no_target(kpi):
+    with pytest.raises(ConfigError, match="non-numeric"):
+        config_from_mapping({"targets": [{"kpi": kpi, "period": "month", "value": 1}]})

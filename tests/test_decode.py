@@ -33,13 +33,15 @@ MINIMAL: dict[str, dict] = {
     "lead.qualified": {"lead_id": "L1", "team_id": "emea", "rep_id": "r1"},
     "activity.logged": {"team_id": "emea", "rep_id": "r1", "activity_type": "call"},
     "deal.created": {"deal_id": "D1", "team_id": "emea", "rep_id": "r1"},
+    "deal.updated": {"deal_id": "D1"},
     "deal.closed": {"deal_id": "D1", "team_id": "emea", "rep_id": "r1", "outcome": "lost"},
     "subscription.started": {"subscription_id": "S1", "customer_id": "C1", "mrr": 99.5},
     "subscription.cancelled": {"subscription_id": "S1", "customer_id": "C1"},
     "spend.recorded": {"amount": 1200, "category": "marketing"},
 }
 REQUIRED: dict[str, list[str]] = {t: list(fields) for t, fields in MINIMAL.items()}
-MONEY_TYPES = ("deal.created", "deal.closed", "subscription.started", "spend.recorded")
+MONEY_TYPES = ("deal.created", "deal.updated", "deal.closed", "subscription.started",
+               "spend.recorded")
 OTHER_TYPES = tuple(t for t in EVENT_TYPES if t not in MONEY_TYPES)
 WON = {"deal_id": "D1", "team_id": "emea", "rep_id": "r1", "outcome": "won",
        "amount": 5000, "customer_id": "C1"}
@@ -656,3 +658,78 @@ def test_crlf_lines_decode_like_lf_lines(tmp_path):
                                    "2026-03-29T01:30:00\ud800"])
 def test_parse_timestamp_refuses_what_is_not_a_timestamp_string(value):
     assert parse_timestamp(value) is None
+
+
+# --- v2: deal.updated and the pipeline fields (SPEC §7.1, §7.2) ---------------------------------
+
+STAGE_IDS = frozenset({"discovery", "proposal"})
+
+
+def run_staged(doc) -> Event | Rejection:
+    return decode(orjson.dumps(doc), currency=CURRENCY, max_event_bytes=LIMIT, stages=STAGE_IDS)
+
+
+def test_deal_updated_carries_what_it_changes():
+    event = assert_valid(run_staged(message(
+        "deal.updated", stage="proposal", amount=1500.25, rep_id="r2", team_id="dach",
+        expected_close_at="2026-04-30T00:00:00+02:00")))
+    assert (event.type, event.deal_id, event.stage, event.amount, event.team_id,
+            event.rep_id) == ("deal.updated", "D1", "proposal", 1_500_250_000, "dach", "r2")
+    assert event.expected_close == parse_timestamp("2026-04-29T22:00:00Z")
+    bare = assert_valid(run_staged(message("deal.updated")))
+    assert (bare.stage, bare.amount, bare.expected_close, bare.team_id, bare.rep_id) == (
+        None, None, None, None, None)
+
+
+def test_deal_created_carries_stage_and_expected_close():
+    event = assert_valid(run_staged(message(
+        "deal.created", stage="discovery", expected_close_at="2026-05-01T00:00:00Z")))
+    assert event.stage == "discovery"
+    assert event.expected_close == parse_timestamp("2026-05-01T00:00:00Z")
+
+
+@pytest.mark.parametrize("event_type", ["deal.created", "deal.updated"])
+@pytest.mark.parametrize("stage", ["negotiation", "Discovery", 7, True, [], ""])
+def test_a_stage_that_is_not_configured_is_invalid_field(event_type, stage):
+    result = run_staged(message(event_type, stage=stage))
+    assert_rejected(result, "invalid_field", "stage")
+    assert "discovery" in result.detail and "proposal" in result.detail
+
+
+@pytest.mark.parametrize("stage", ["negotiation", 7, None, {"a": 1}])
+def test_without_configured_stages_stage_is_ignored_like_an_unknown_field(stage):
+    event = assert_valid(run(message("deal.updated", stage=stage)))
+    assert event.stage is None
+    assert assert_valid(run(message("deal.created", stage=stage))).stage is None
+
+
+def test_a_null_stage_counts_as_absent_with_stages_configured():
+    assert assert_valid(run_staged(message("deal.updated", stage=None))).stage is None
+
+
+@pytest.mark.parametrize("value", ["2026-04-30", "2026-04-30T00:00:00", 1714428000, True, ""])
+def test_expected_close_at_follows_the_timestamp_rules(value):
+    for event_type in ("deal.created", "deal.updated"):
+        assert_rejected(run_staged(message(event_type, expected_close_at=value)),
+                        "invalid_field", "expected_close_at")
+
+
+def test_deal_updated_money_and_currency_rules():
+    assert_rejected(run_staged(message("deal.updated", amount=-1)), "invalid_field", "amount")
+    assert_rejected(run_staged(message("deal.updated", amount="10")), "invalid_field", "amount")
+    assert_rejected(run_staged(message("deal.updated", currency="USD")), "currency_mismatch")
+    assert_rejected(run_staged(message("deal.updated", team_id="")), "invalid_field", "team_id")
+    assert_rejected(run_staged(without(message("deal.updated"), "deal_id")), "missing_field",
+                    "deal_id")
+
+
+def test_decoder_takes_the_stages_of_its_configuration():
+    config = config_from_mapping({"money": {"currency": CURRENCY}, "pipeline": {"stages": [
+        {"id": "discovery", "probability": 0.1, "category": "pipeline"}]}})
+    decoder = Decoder(config)
+    assert assert_valid(decoder(orjson.dumps(message("deal.updated", stage="discovery")))
+                        ).stage == "discovery"
+    assert_rejected(decoder(orjson.dumps(message("deal.updated", stage="proposal"))),
+                    "invalid_field", "stage")
+    unstaged = Decoder(config_from_mapping({"money": {"currency": CURRENCY}}))
+    assert assert_valid(unstaged(orjson.dumps(message("deal.updated", stage="x")))).stage is None

@@ -123,3 +123,12 @@ def test_unknown_user_policy(tmp_path):
         "pipedrive-5", "pool", "5")
     with pytest.raises(UnknownUser):  # no owner at all is never a default rep
         Attribution(roster, "default_team", "pool").person("pipedrive", None)
+
+
+def test_stage_mapping_must_name_configured_pipeline_stages():
+    stages = {"stages": [{"id": "discovery", "probability": 0.1, "category": "pipeline"}]}
+    ok = {**PIPEDRIVE, "stages": {"1": "discovery"}}
+    assert config_from_mapping({"pipeline": stages, "gateway": {"sources": [ok]}})
+    bad = {**PIPEDRIVE, "stages": {"1": "discovery", "2": "demo"}}
+    with pytest.raises(ConfigError, match="'demo', which is not a \\[\\[pipeline.stages\\]\\] id"):
+        config_from_mapping({"pipeline": stages, "gateway": {"sources": [bad]}})

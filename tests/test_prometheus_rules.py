@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from engine.components import UNITS
-from engine.kpis import TARGETABLE_KPIS
+from engine.catalog import TARGETABLE_KPIS
 
 ROOT = Path(__file__).parent.parent
 RULE_FILES = sorted((ROOT / "prometheus" / "rules").glob("*.yml"))

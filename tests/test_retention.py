@@ -78,3 +78,31 @@ def test_eviction_is_idempotent():
     assert evict(core, horizon) == []
     assert build_report([core], as_of, CONFIG) == report_before
     assert min(core.days) >= core.calendar.local_day(horizon)
+
+
+def test_deals_still_open_are_kept_however_old():
+    """An open deal is in the pipeline at every later instant (SPEC §7.3): eviction keeps it,
+    while a closed deal as old is forgotten; the pipeline figures do not change."""
+    from engine.event import Event
+
+    staged = config_from_mapping({
+        "calendar": {"timezone": "America/New_York"}, "money": {"currency": "USD"},
+        "pipeline": {"stages": [{"id": "proposal", "probability": 0.5, "category": "commit"}]}})
+    core = Core(Calendar(staged.calendar), staged.pipeline)
+    old = to_micros(datetime(2023, 2, 1, tzinfo=timezone.utc))
+    core.apply(Event("o1", "deal.created", old, "t", "r", deal_id="OPEN", amount=5 * MICRO,
+                     stage="proposal"))
+    core.apply(Event("c1", "deal.created", old, "t", "r", deal_id="SHUT", amount=7 * MICRO,
+                     stage="proposal"))
+    core.apply(Event("c2", "deal.closed", old + MICRO, "t", "r", deal_id="SHUT",
+                     outcome="lost"))
+    as_of = to_micros(END)
+    before = build_report([core], as_of, staged)
+    dropped = evict(core, as_of - 800 * 86_400 * MICRO)
+    assert dropped == ["D|SHUT"] and set(core.deals) == {"OPEN"}
+    after = build_report([core], as_of, staged)
+    month = next(w for w in after["windows"] if w["period"] == "month" and w["offset"] == 0)
+    assert month["company"]["kpis"]["pipeline_amount"] == 5.0
+    assert month["company"]["kpis"]["pipeline_weighted"] == 2.5
+    before.pop("events"), after.pop("events")
+    assert after == before

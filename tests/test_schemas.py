@@ -5,9 +5,11 @@ the engine enforces; if they drift, producers get told "valid" for events the en
 dead-letters. The agreement runs over the bad-input corpus, the spec example, systematic
 one-field variants of valid events and generated events.
 
-Two checks of the decoder are outside any schema and are handled here explicitly: the size
-limit (samples stay under it; corpus lines over it are left out) and the configured currency,
-which the test fills into the schema's ``$defs/currency`` as a ``const``.
+Three checks of the decoder are outside any schema and are handled here explicitly: the size
+limit (samples stay under it; corpus lines over it are left out), the configured currency,
+which the test fills into the schema's ``$defs/currency`` as a ``const``, and the configured
+stage ids (SPEC §7.1), filled into ``$defs/stage`` as an ``enum``; the decoder is given the
+same stages.
 """
 
 from __future__ import annotations
@@ -40,12 +42,18 @@ def load_schemas() -> dict[str, dict]:
             for p in sorted(SCHEMAS.glob("*.schema.json"))}
 
 
+STAGES = frozenset({"discovery", "proposal"})  # the configured stages of these checks
+
+
 @cache
 def validator(currency: str) -> Draft202012Validator:
-    """The event schema with the reporting currency filled in where the engine checks it."""
+    """The event schema with the reporting currency and the stage ids filled in where the
+    engine checks them."""
     schemas = copy.deepcopy(load_schemas())
     schemas["envelope.schema.json"]["$defs"]["currency"] = {
         "anyOf": [{"const": currency}, {"type": "null"}]}
+    schemas["envelope.schema.json"]["$defs"]["stage"] = {
+        "anyOf": [{"enum": sorted(STAGES)}, {"type": "null"}]}
     registry = Registry().with_resources(
         (schema["$id"], Resource.from_contents(schema)) for schema in schemas.values())
     return Draft202012Validator(schemas["event.schema.json"], registry=registry)
@@ -60,7 +68,7 @@ def schema_accepts(raw: bytes, currency: str) -> bool:
 
 
 def assert_agree(raw: bytes, currency: str = CORPUS_CURRENCY) -> None:
-    result = decode(raw, currency=currency, max_event_bytes=LIMIT)
+    result = decode(raw, currency=currency, max_event_bytes=LIMIT, stages=STAGES)
     by_schema = schema_accepts(raw, currency)
     assert isinstance(result, Event) == by_schema, (
         f"decoder says {result!r}, schema says {'valid' if by_schema else 'invalid'} "
@@ -135,7 +143,11 @@ FULL: dict[str, dict] = {
     "activity.logged": {"team_id": "emea", "rep_id": "r1", "activity_type": "demo",
                         "lead_id": "L1", "deal_id": "D1", "duration_seconds": 600},
     "deal.created": {"deal_id": "D1", "team_id": "emea", "rep_id": "r1", "amount": 100,
-                     "lead_id": "L1", "customer_id": "C1", "currency": "EUR"},
+                     "lead_id": "L1", "customer_id": "C1", "currency": "EUR",
+                     "stage": "discovery", "expected_close_at": "2026-06-01T00:00:00+02:00"},
+    "deal.updated": {"deal_id": "D1", "stage": "proposal", "amount": 120.5,
+                     "expected_close_at": "2026-06-30T00:00:00+02:00", "team_id": "emea",
+                     "rep_id": "r2", "currency": "EUR"},
     "deal.closed": {"deal_id": "D1", "team_id": "emea", "rep_id": "r1", "outcome": "won",
                     "amount": 100.5, "customer_id": "C1", "opened_at": T, "currency": "EUR"},
     "subscription.started": {"subscription_id": "S1", "customer_id": "C1", "mrr": 49,
@@ -145,12 +157,13 @@ FULL: dict[str, dict] = {
 }
 BASES = [{"event_id": "e-1", "type": t, "occurred_at": T, "schema_version": 1, **fields}
          for t, fields in FULL.items()]
-BASES.append({**BASES[4], "outcome": "lost"})
+BASES.append({**BASES[list(FULL).index("deal.closed")], "outcome": "lost"})
 MISSING = object()
 PALETTE = [
     MISSING, None, True, False, 0, 1, 1.0, -1, 0.5, -0.0, 1e300, 2**64 - 1, "", "x", "x" * 128,
     "x" * 129, "é" * 128, "a\u0000b", "a\u007fb", "a\nb", "a\u0085b", "EUR", "eur", "USD",
     "won", "lost", "call", "sales", "lead.created", "deal.closed", "spend.recorded",
+    "discovery", "proposal", "Discovery", "deal.updated",
     "2026-03-29T01:30:00Z", "2026-03-29t01:30:00z", "2026-03-29 01:30:00.123456789-05:30",
     "2026-03-29T01:30:00", "2024-02-29T00:00:00Z", "2023-02-29T00:00:00Z",
     "2026-03-29T01:30:00Z\n", "2026-03-29T01:30:00+0100", "0000-01-01T00:00:00Z",
@@ -175,7 +188,7 @@ def test_schemas_and_decoder_agree_on_every_one_field_variant_of_valid_events():
     count = 0
     for raw in one_field_variants():
         count += 1
-        result = decode(raw, currency="EUR", max_event_bytes=LIMIT)
+        result = decode(raw, currency="EUR", max_event_bytes=LIMIT, stages=STAGES)
         if isinstance(result, Event) != schema_accepts(raw, "EUR"):
             disagreements.append((raw, result))
     assert not disagreements, disagreements[:5]

@@ -47,7 +47,8 @@ def _config(tmp_path, store: str = "memory://") -> Config:
 
 
 def _event(doc: dict) -> Event:
-    result = decode(orjson.dumps(doc), currency="USD", max_event_bytes=1 << 20)
+    result = decode(orjson.dumps(doc), currency="USD", max_event_bytes=1 << 20,
+                    stages=frozenset({"proposal"}))
     assert isinstance(result, Event), result
     return result
 
@@ -70,6 +71,8 @@ def _sample_events(now: datetime) -> list[Event]:
          "rep_id": "r2", "activity_type": "call"},
         {"event_id": "7", "type": "spend.recorded", "occurred_at": t(5), "amount": 7,
          "category": "sales"},
+        {"event_id": "8", "type": "deal.updated", "occurred_at": t(25), "deal_id": "D1",
+         "stage": "proposal", "expected_close_at": t(-100), "amount": 11, "rep_id": "r2"},
     ]
     return [_event(d) for d in docs]
 
