@@ -9,14 +9,9 @@ from typing import Any
 import orjson
 
 from engine.config import Config, config_from_mapping
-from engine.event import EVENT_TYPES
 from gateway.server import Gateway
 from gateway.sources.base import Source
 from gateway_fixtures import SF_ORG
-
-#: deal.updated validates only once the engine knows SPEC v2 (§7).
-ENGINE_HAS_V2 = "deal.updated" in EVENT_TYPES
-V2_REASON = "needs the engine's SPEC v2 decoder (deal.updated), which lands with the pipeline work"
 
 HUBSPOT_URL = "https://gateway.example.com/hooks/hubspot"
 HUBSPOT_SECRET = "yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy"

@@ -23,10 +23,7 @@ from gateway_fixtures import (
     sf_object,
     sf_opportunity,
 )
-from gateway_helpers import ENGINE_HAS_V2, V2_REASON, Mapped, gateway_config, source
-
-needs_v2 = pytest.mark.skipif(not ENGINE_HAS_V2, reason=V2_REASON)
-
+from gateway_helpers import Mapped, gateway_config, source
 
 @pytest.fixture
 def gateway(tmp_path):
@@ -80,7 +77,6 @@ def test_pipedrive_lost_is_a_lost_close(gateway):
     assert (close["outcome"], close["occurred_at"]) == ("lost", "2026-03-06T10:00:00.000Z")
 
 
-@needs_v2
 def test_pipedrive_stage_and_value_change_is_one_deal_updated(gateway):
     deal = pipedrive_deal(1, stage_id=2, value=1500.0, update_time="2026-03-03T10:00:00Z")
     result = mapped(gateway, "pipedrive",
@@ -221,7 +217,6 @@ def test_hubspot_unmapped_stage_is_dead_lettered(gateway):
     assert result.dead[0][0] == "unmapped_stage"
 
 
-@needs_v2
 def test_hubspot_changes_out_of_order_keep_the_latest_value(gateway):
     newer = mapped(gateway, "hubspot", hs(
         hubspot_event("deal.propertyChange", 506, T0 + 9000, "dealstage", "presentationscheduled")))
@@ -291,7 +286,6 @@ def test_salesforce_closed_won(gateway):
     assert close["occurred_at"] == "2026-03-09T12:00:00.000Z"
 
 
-@needs_v2
 def test_salesforce_update_is_a_deal_updated(gateway):
     body = salesforce_message(sf_opportunity(stage="Proposal/Price Quote",
                                              modified="2026-03-04T12:00:00.000Z"))
