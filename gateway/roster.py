@@ -162,3 +162,29 @@ def _add_unique(roster: Roster, where: str, source: str, user_id: str, person: P
     if existing is not None and existing != person:
         raise ConfigError(f"{where}: {source} user {user_id} is already {existing.rep_id}")
     roster.add(source, user_id, person)
+
+
+class RosterCollector:
+    """``kpi_rep_info`` and ``kpi_team_info``: display names to join onto the KPI series.
+
+    Prometheus labels stay ids (``rep``, ``team``); a dashboard or the wallboard joins the name
+    in, e.g. ``kpi:revenue_won * on(rep) group_left(name) kpi_rep_info``, so a renamed rep
+    keeps one series.
+    """
+
+    def __init__(self, roster: Roster) -> None:
+        self.roster = roster
+
+    def collect(self):  # noqa: ANN201 (prometheus_client's protocol)
+        from prometheus_client.core import GaugeMetricFamily
+
+        reps = GaugeMetricFamily("kpi_rep_info", "A rep's display name and team (value 1).",
+                                 labels=("rep", "team", "name"))
+        for person in sorted(set(self.roster.people.values()), key=lambda p: p.rep_id):
+            reps.add_metric((person.rep_id, person.team_id, person.name), 1)
+        teams = GaugeMetricFamily("kpi_team_info", "A team's display name (value 1).",
+                                  labels=("team", "name"))
+        for team_id, name in sorted(self.roster.team_names.items()):
+            teams.add_metric((team_id, name), 1)
+        yield reps
+        yield teams

@@ -27,7 +27,7 @@ from engine.producer import entity_key
 from gateway.delivery import INVALID_EVENT, Emit, Unauthorized, Unreadable
 from gateway.object_state import ObjectStateStore
 from gateway.publisher import KafkaUnavailable, Publisher, Record, dead_letter
-from gateway.roster import attribution
+from gateway.roster import RosterCollector, attribution
 from gateway.sources import build_source
 from gateway.sources.base import ItemResult, MappingContext, Source
 from gateway.validation import EventGate
@@ -46,8 +46,9 @@ class Gateway:
         self.publisher = Publisher(config)
         needs_state = any(s.kind == "hubspot" for s in config.gateway.sources)
         self.states = ObjectStateStore(config) if needs_state else None
-        context = MappingContext(attribution(config.gateway), config.calendar.zone,
-                                 config.money.currency, self.states, clock)
+        people = attribution(config.gateway)
+        context = MappingContext(people, config.calendar.zone, config.money.currency,
+                                 self.states, clock)
         self.sources: list[Source] = [build_source(s, context) for s in config.gateway.sources]
         self.locks = KeyLocks()
         self.registry = CollectorRegistry()
@@ -57,6 +58,7 @@ class Gateway:
                               ["source"], registry=self.registry)
         self.dead_letters = Counter("kpi_gateway_dead_letters", "Items dead-lettered",
                                     ["source", "reason"], registry=self.registry)
+        self.registry.register(RosterCollector(people.roster))
         self.ready = False
 
     async def start(self) -> None:

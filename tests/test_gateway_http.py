@@ -174,3 +174,22 @@ def test_authentication_is_checked_before_reading(tmp_path):
     """An unauthenticated caller learns nothing about the body's validity."""
     [(status, body, _)] = run(tmp_path, [("/hooks/pipedrive", b"{broken", {})])
     assert (status, body) == (401, b"")
+
+
+def test_metrics_name_reps_and_teams_and_count_deliveries(tmp_path):
+    config = gateway_config(tmp_path)
+
+    async def go():
+        client = TestClient(TestServer(Gateway(config, clock=lambda: NOW_MS).app()))
+        await client.start_server()
+        try:
+            await client.post("/hooks/pipedrive", data=b"{}", headers=basic_auth("kpi", "x"))
+            response = await client.get("/metrics")
+            return (await response.read()).decode()
+        finally:
+            await client.close()
+
+    text = asyncio.run(go())
+    assert 'kpi_rep_info{name="Anna Schmidt",rep="rep-017",team="emea"} 1.0' in text
+    assert 'kpi_team_info{name="EMEA Enterprise",team="emea"} 1.0' in text
+    assert 'kpi_gateway_deliveries_total{source="pipedrive",status="401"} 1.0' in text
