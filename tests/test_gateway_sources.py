@@ -356,3 +356,49 @@ def test_contract_json_array(gateway):
     assert m.events == [orjson.loads(VALID)] and m.dead[0][0] == "not_an_object"
     with pytest.raises(Unreadable):
         asyncio.run(source(gateway, "contract").map(b"[" + VALID))
+
+
+# HubSpot workflow "Send a webhook": the object as the object API returns it
+# (https://developers.hubspot.com/docs/methods/workflows/webhook_information); legacy deals API
+# form: dealId, portalId, properties of {value, timestamp, source}.
+
+def legacy_deal(deal_id, stage, amount, owner, modified):
+    def prop(value, at=modified):
+        return {"value": value, "timestamp": at, "source": "CRM_UI", "sourceId": None}
+    return orjson.dumps({"portalId": 62515, "dealId": deal_id, "isDeleted": False,
+                         "properties": {"dealname": prop("Big deal"), "dealstage": prop(stage),
+                                        "amount": prop(amount),
+                                        "hubspot_owner_id": prop(owner, T0),
+                                        "createdate": prop(str(T0), T0),
+                                        "hs_lastmodifieddate": prop(str(modified))},
+                         "imports": [], "stateChanges": []})
+
+
+def test_hubspot_workflow_delivery_of_a_whole_deal(gateway):
+    first = mapped(gateway, "hubspot",
+                   legacy_deal(600, "appointmentscheduled", "4000", "41629779", T0 + 1000))
+    assert first.dead == []
+    # Each property at its own timestamp: the owner (and the creation) at T0, the rest later.
+    assert [(e["type"], e["occurred_at"], e.get("amount"), e.get("stage"), e.get("rep_id"))
+            for e in first.events] == [
+        ("deal.created", "2026-03-02T09:00:00.000Z", None, None, "rep-017"),
+        ("deal.updated", "2026-03-02T09:00:01.000Z", 4000.0, None, None),
+        ("deal.updated", "2026-03-02T09:00:01.000Z", None, "discovery", None)]
+    again = mapped(gateway, "hubspot",
+                   legacy_deal(600, "appointmentscheduled", "4000", "41629779", T0 + 1000))
+    assert again.events == []  # the same object state again: nothing new
+    won = mapped(gateway, "hubspot", legacy_deal(600, "closedwon", "4500", "41629779", T0 + 9000))
+    [close] = [e for e in won.events if e["type"] == "deal.closed"]
+    assert (close["outcome"], close["amount"], close["occurred_at"]) == (
+        "won", 4500.0, "2026-03-02T09:00:09.000Z")
+
+
+def test_hubspot_workflow_delivery_in_the_v3_object_form(gateway):
+    body = orjson.dumps({"id": "601", "properties": {
+        "dealstage": "presentationscheduled", "amount": "1000", "hubspot_owner_id": "41629780",
+        "createdate": "2026-03-02T09:00:00.000Z"},
+        "createdAt": "2026-03-02T09:00:00.000Z", "updatedAt": "2026-03-03T09:00:00.000Z"})
+    result = mapped(gateway, "hubspot", body)
+    [created] = [e for e in result.events if e["type"] == "deal.created"]
+    assert (created["deal_id"], created["rep_id"]) == ("hubspot-deal-601", "rep-018")
+    assert {e["stage"] for e in result.events if e.get("stage")} == {"proposal"}

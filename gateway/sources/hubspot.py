@@ -113,8 +113,11 @@ class HubSpotSource(Source):
             document = orjson.loads(body)
         except orjson.JSONDecodeError:
             return []
-        events = document if isinstance(document, list) else [document]
-        return sorted({self._key(e) for e in events if isinstance(e, dict)})
+        if isinstance(document, dict):
+            document = workflow_events(document) if "properties" in document else [document]
+        if not isinstance(document, list):
+            return []
+        return sorted({self._key(e) for e in document if isinstance(e, dict)})
 
     def _key(self, event: dict) -> str:
         object_type = str(event.get("subscriptionType", "")).partition(".")[0]
@@ -126,9 +129,9 @@ class HubSpotSource(Source):
         except orjson.JSONDecodeError as exc:
             raise Unreadable(f"not JSON: {exc}") from None
         if isinstance(document, dict):
-            document = [document]
+            document = workflow_events(document) if "properties" in document else [document]
         if not isinstance(document, list) or not all(isinstance(e, dict) for e in document):
-            raise Unreadable("expected a JSON array of HubSpot events")
+            raise Unreadable("expected a JSON array of HubSpot events or a workflow's object")
         order = {"creation": 0, "propertyChange": 1}
         document.sort(key=lambda e: (_int(e.get("occurredAt")),
                                      order.get(str(e.get("subscriptionType", "")).split(".")[-1], 2),
@@ -284,6 +287,68 @@ class HubSpotSource(Source):
             }, person), origin))
         state["pending"] = []
         return out
+
+
+def workflow_events(document: dict) -> list[dict]:
+    """A workflow "Send a webhook" delivery (the whole object) as the events it amounts to.
+
+    The workflow posts the object as the object API returns it
+    (https://developers.hubspot.com/docs/methods/workflows/webhook_information): the legacy
+    form (``dealId`` or ``vid``, ``properties`` of ``{value, timestamp}``) or the v3 form
+    (``id``, ``properties`` of plain values, ``createdAt``/``updatedAt``). Each tracked property
+    becomes a property change at its own timestamp (the object's last change when it has
+    none) and the creation date a creation, so that the same assembly applies and a property
+    already known at that time is a redelivery.
+    """
+    properties = document.get("properties")
+    if not isinstance(properties, dict):
+        raise Unreadable("a workflow delivery's 'properties' must be an object")
+    if "dealId" in document or "dealstage" in properties:
+        object_type, object_id = "deal", document.get("dealId", document.get("id"))
+        tracked = _DEAL_PROPERTIES
+    elif "vid" in document or "lifecyclestage" in properties or "email" in properties:
+        object_type, object_id = "contact", document.get("vid", document.get("id"))
+        tracked = _CONTACT_PROPERTIES
+    else:
+        object_type, object_id = "object", document.get("id")
+        tracked = ()
+
+    def value_and_time(name: str) -> tuple[Any, int]:
+        entry = properties.get(name)
+        if isinstance(entry, dict):  # legacy: {"value": ..., "timestamp": ms}
+            return entry.get("value"), _int(entry.get("timestamp"))
+        return entry, 0
+
+    modified = (_int(value_and_time("hs_lastmodifieddate")[0])
+                or _ms(document.get("updatedAt")) or _int(value_and_time("lastmodifieddate")[0]))
+    created = (_int(value_and_time("createdate")[0]) or _ms(document.get("createdAt")))
+    base = {"objectId": object_id, "portalId": document.get("portalId"), "workflow": True}
+    events: list[dict] = []
+    if created:
+        events.append({**base, "subscriptionType": f"{object_type}.creation",
+                       "occurredAt": created})
+    for name in tracked:
+        value, at = value_and_time(name)
+        if value not in (None, ""):
+            events.append({**base, "subscriptionType": f"{object_type}.propertyChange",
+                           "occurredAt": at or modified or created, "propertyName": name,
+                           "propertyValue": value})
+    if not events:
+        events.append({**base, "subscriptionType": f"{object_type}.workflow",
+                       "occurredAt": modified or created})
+    return events
+
+
+def _ms(text: object) -> int:
+    """An ISO 8601 instant (the v3 object API's ``createdAt``) in ms since the epoch."""
+    if not isinstance(text, str) or not text:
+        return 0
+    from datetime import datetime
+
+    try:
+        return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+    except ValueError:
+        return 0
 
 
 class _Overlay:
