@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
-import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 

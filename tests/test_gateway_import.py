@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import orjson
-import pytest
 
 from engine.cli import main
 from gateway.server import Gateway

@@ -174,7 +174,7 @@ class HubSpotSource(Source):
         name = item.get("propertyName")
         value = item.get("propertyValue")
         wanted = _DEAL_PROPERTIES if object_type == "deal" else _CONTACT_PROPERTIES
-        if name not in wanted:
+        if not isinstance(name, str) or name not in wanted:
             work.ignored += 1
             return []
         props = state["props"]
@@ -193,9 +193,10 @@ class HubSpotSource(Source):
 
     def _deal_change(self, object_id: object, state: dict, name: str, value: Any, at: int,
                      origin: bytes) -> list[Emit | Reject]:
-        base = {"event_id": event_id(self.name, "deal", object_id, name, value, at),
-                "type": "deal.updated", "occurred_at": from_epoch_ms(at),
-                "deal_id": self._deal_id(object_id)}
+        base: dict[str, Any] = {
+            "event_id": event_id(self.name, "deal", object_id, name, value, at),
+            "type": "deal.updated", "occurred_at": from_epoch_ms(at),
+            "deal_id": self._deal_id(object_id)}
         if name == "hubspot_owner_id":
             if value in (None, ""):
                 return []  # unassigned: the contract has no "no rep"; the last rep stays
@@ -303,6 +304,7 @@ def workflow_events(document: dict) -> list[dict]:
     properties = document.get("properties")
     if not isinstance(properties, dict):
         raise Unreadable("a workflow delivery's 'properties' must be an object")
+    tracked: tuple[str, ...]
     if "dealId" in document or "dealstage" in properties:
         object_type, object_id = "deal", document.get("dealId", document.get("id"))
         tracked = _DEAL_PROPERTIES
@@ -391,6 +393,6 @@ def _int(value: object) -> int:
     if isinstance(value, bool):
         return 0
     try:
-        return int(value)  # type: ignore[arg-type]
+        return int(value)  # type: ignore[call-overload]
     except (TypeError, ValueError):
         return 0
