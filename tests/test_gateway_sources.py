@@ -402,3 +402,23 @@ def test_hubspot_workflow_delivery_in_the_v3_object_form(gateway):
     [created] = [e for e in result.events if e["type"] == "deal.created"]
     assert (created["deal_id"], created["rep_id"]) == ("hubspot-deal-601", "rep-018")
     assert {e["stage"] for e in result.events if e.get("stage")} == {"proposal"}
+
+
+
+def test_edits_of_a_closed_deal_do_not_reopen_it(gateway):
+    """A deal.updated after a close re-opens the deal (SPEC §7.3): edits of won deals emit none."""
+    won = pipedrive_deal(1, status="won", value=2000.0, won_time="2026-03-05T15:00:00Z",
+                         update_time="2026-03-07T10:00:00Z")
+    edit = mapped(gateway, "pipedrive", pipedrive_delivery("change", won, {"value": 1200.0}))
+    assert edit.events == [] and edit.dead == []
+    mapped(gateway, "hubspot", hs(
+        hubspot_event("deal.creation", 520, T0),
+        hubspot_event("deal.propertyChange", 520, T0, "hubspot_owner_id", "41629779"),
+        hubspot_event("deal.propertyChange", 520, T0 + 10, "dealstage", "closedwon")))
+    later = mapped(gateway, "hubspot", hs(
+        hubspot_event("deal.propertyChange", 520, T0 + 99, "amount", "5"),
+        hubspot_event("deal.propertyChange", 520, T0 + 99, "hubspot_owner_id", "41629780")))
+    assert later.events == []
+    reopened = mapped(gateway, "hubspot", hs(
+        hubspot_event("deal.propertyChange", 520, T0 + 500, "dealstage", "appointmentscheduled")))
+    assert [(e["type"], e["stage"]) for e in reopened.events] == [("deal.updated", "discovery")]

@@ -197,13 +197,19 @@ class HubSpotSource(Source):
             "event_id": event_id(self.name, "deal", object_id, name, value, at),
             "type": "deal.updated", "occurred_at": from_epoch_ms(at),
             "deal_id": self._deal_id(object_id)}
+        stage_now = _prop(state, "dealstage")
+        closed = stage_now in self.won or stage_now in self.lost
         if name == "hubspot_owner_id":
             if value in (None, ""):
                 return []  # unassigned: the contract has no "no rep"; the last rep stays
             waiting = state["created_at"] is not None and not state["created_emitted"]
             if waiting or state["pending"]:
                 return self._deal_flush(object_id, state, origin)
+            if closed:
+                return []  # an edit of a closed deal: a deal.updated would re-open it
             return [Emit(attributed(base, self.person(value)), origin)]
+        if closed and name != "dealstage":
+            return []
         if name == "dealstage":
             if value in self.won or value in self.lost:
                 close = {"kind": "close", "outcome": "won" if value in self.won else "lost",

@@ -148,6 +148,8 @@ class PipedriveSource(Source):
         if "status" in changed and status in ("won", "lost"):
             return [self._closed(data, self.person(self._owner(data)))]
         reopened = "status" in changed and status == "open"
+        if status in ("won", "lost") and "status" not in changed:
+            return []  # an edit of a closed deal: a deal.updated would re-open it (SPEC §7.3)
         if not changed - {"status"} and not reopened:
             return []
         occurred_at = parse_crm_time(data["update_time"])
