@@ -422,3 +422,15 @@ def test_edits_of_a_closed_deal_do_not_reopen_it(gateway):
     reopened = mapped(gateway, "hubspot", hs(
         hubspot_event("deal.propertyChange", 520, T0 + 500, "dealstage", "appointmentscheduled")))
     assert [(e["type"], e["stage"]) for e in reopened.events] == [("deal.updated", "discovery")]
+
+
+def test_hubspot_one_save_gives_a_complete_deal_created(gateway):
+    result = mapped(gateway, "hubspot", hs(
+        hubspot_event("deal.propertyChange", 530, T0, "hubspot_owner_id", "41629779"),
+        hubspot_event("deal.propertyChange", 530, T0, "dealstage", "appointmentscheduled"),
+        hubspot_event("deal.propertyChange", 530, T0, "closedate", str(T0 + 86_400_000)),
+        hubspot_event("deal.creation", 530, T0),
+        hubspot_event("deal.propertyChange", 530, T0, "amount", "800")))
+    [created] = [e for e in result.events if e["type"] == "deal.created"]
+    assert (created["stage"], created["amount"], created["expected_close_at"]) == (
+        "discovery", 800.0, "2026-03-03T09:00:00.000Z")

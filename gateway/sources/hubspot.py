@@ -23,9 +23,10 @@ events waiting for an owner) is assembled in :class:`gateway.object_state.Object
 
 Out of order: each change carries its own ``occurredAt``, and the engine orders lifecycle events
 by it (SPEC §7.3), so a late change is emitted at its own time; the state keeps per property
-the value of the latest change. Events of one delivery are applied in time order, with
-property changes before stage changes at the same instant (HubSpot sends one save's changes
-together), so that a won close sees the amount saved with it.
+the value of the latest change. Events of one delivery are applied in time order; at the same
+instant (HubSpot sends one save's changes together) the creation first, then the other
+properties, the stage, and the owner last, so that a won close sees the amount saved with it
+and a ``deal.created`` waiting for its owner carries the stage and amount of the same save.
 """
 
 from __future__ import annotations
@@ -133,9 +134,10 @@ class HubSpotSource(Source):
         if not isinstance(document, list) or not all(isinstance(e, dict) for e in document):
             raise Unreadable("expected a JSON array of HubSpot events or a workflow's object")
         order = {"creation": 0, "propertyChange": 1}
+        last = {"dealstage": 1, "hubspot_owner_id": 2}  # see the module's docstring
         document.sort(key=lambda e: (_int(e.get("occurredAt")),
                                      order.get(str(e.get("subscriptionType", "")).split(".")[-1], 2),
-                                     e.get("propertyName") == "dealstage"))
+                                     last.get(e.get("propertyName"), 0)))
         work = _Overlay(self.context.states)
         delivery = Delivery()
         for item in document:
