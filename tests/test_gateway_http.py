@@ -163,9 +163,10 @@ def test_unreadable_bodies_are_400(tmp_path):
         ("/hooks/salesforce", bomb, {}),
         ("/hooks/salesforce", b"<soapenv:Envelope", {}),
         signed(b"{not json"),
+        signed(b'{"dealId": 1, "properties": 5}'),
         ("/hooks/contract", b"[1, 2", {"Authorization": "Bearer s3cret-token"}),
     ])
-    assert [status for status, _, _ in answers] == [400] * 5
+    assert [status for status, _, _ in answers] == [400] * 6
     assert b"error" in answers[0][1]
 
 

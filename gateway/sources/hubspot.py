@@ -114,8 +114,11 @@ class HubSpotSource(Source):
             document = orjson.loads(body)
         except orjson.JSONDecodeError:
             return []
-        if isinstance(document, dict):
-            document = workflow_events(document) if "properties" in document else [document]
+        try:
+            if isinstance(document, dict):
+                document = workflow_events(document) if "properties" in document else [document]
+        except Unreadable:
+            return []  # map() answers 400
         if not isinstance(document, list):
             return []
         return sorted({self._key(e) for e in document if isinstance(e, dict)})
