@@ -23,7 +23,10 @@ def event_id(source: str, *parts: object) -> str:
 
 def from_epoch_ms(ms: int) -> str:
     """An RFC 3339 UTC timestamp (milliseconds) for milliseconds since the epoch."""
-    instant = _EPOCH + timedelta(milliseconds=ms)
+    try:
+        instant = _EPOCH + timedelta(milliseconds=ms)
+    except OverflowError:
+        raise ValueError(f"not a time: {ms} ms since the epoch") from None
     return instant.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -33,6 +36,8 @@ def parse_crm_time(text: str) -> str:
     Pipedrive (v1 ``2024-09-27 14:25:27``, v2 ``2024-09-27T14:25:27Z``) and Salesforce
     (``2024-09-27T14:25:27.000Z``) both document UTC. Raises ``ValueError`` otherwise.
     """
+    if not isinstance(text, str):
+        raise ValueError(f"not a date-time: {text!r}")
     value = datetime.fromisoformat(text.strip().replace(" ", "T", 1))
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
@@ -42,6 +47,8 @@ def parse_crm_time(text: str) -> str:
 
 def local_midnight(day: str, zone: ZoneInfo) -> str:
     """A CRM close *date* as the local midnight that starts it (SPEC §7.2)."""
+    if not isinstance(day, str):
+        raise ValueError(f"not a date: {day!r}")
     start = datetime.combine(date.fromisoformat(day.strip()[:10]), time(0), tzinfo=zone)
     return start.isoformat()
 
@@ -50,6 +57,9 @@ def money(value: object) -> float | None:
     """A CRM amount (number or numeric text) as a float; ``None`` when empty."""
     if value is None or value == "":
         return None
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError(f"not an amount: {value!r}")
-    return float(value)  # type: ignore[arg-type]
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"not an amount: {value!r}") from None

@@ -140,7 +140,7 @@ class HubSpotSource(Source):
         last = {"dealstage": 1, "hubspot_owner_id": 2}  # see the module's docstring
         document.sort(key=lambda e: (_int(e.get("occurredAt")),
                                      order.get(str(e.get("subscriptionType", "")).split(".")[-1], 2),
-                                     last.get(e.get("propertyName"), 0)))
+                                     last.get(str(e.get("propertyName")), 0)))
         work = _Overlay(self.context.states)
         delivery = Delivery()
         for item in document:
