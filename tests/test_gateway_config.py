@@ -132,3 +132,14 @@ def test_stage_mapping_must_name_configured_pipeline_stages():
     bad = {**PIPEDRIVE, "stages": {"1": "discovery", "2": "demo"}}
     with pytest.raises(ConfigError, match="'demo', which is not a \\[\\[pipeline.stages\\]\\] id"):
         config_from_mapping({"pipeline": stages, "gateway": {"sources": [bad]}})
+
+
+def test_gateway_command_without_sources_is_a_usage_error(tmp_path, capsys):
+    from engine.cli import main
+
+    path = tmp_path / "c.toml"
+    path.write_text("[gateway]\nport = 9000\n")
+    assert main(["gateway", "--config", str(path)]) == 2
+    assert "no [[gateway.sources]]" in capsys.readouterr().err
+    path.write_text("[gateway]\nport = 'x'\n")
+    assert main(["gateway", "--config", str(path)]) == 2
