@@ -5,7 +5,7 @@
 Why: ``collect()`` computes every component of every report window from the cores at scrape
 time (no cached gauges), so its cost grows with the state a worker holds. The target is a
 scrape well under a second for about a million events of state and 60 reps: the default
-generates two years of history for 5 teams of 12 reps (``engine.generator``) in process.
+generates two years of history for 5 teams of 12 reps (``engine.tooling.generator``) in process.
 
 Reported, each as the best and the median of ``--rounds`` scrapes with the clock advancing 15 s
 between scrapes as in production: ``components()`` alone, and the full scrape
@@ -62,7 +62,7 @@ def main() -> None:
         lines = (raw for _, raw in iter_lines(args.events))
         as_of = None
     else:
-        from engine.generator import GeneratorSettings, history_lines
+        from engine.tooling.generator import GeneratorSettings, history_lines
         end = datetime.now(timezone.utc).replace(microsecond=0)
         settings = GeneratorSettings(timezone=config.calendar.timezone, currency=currency)
         lines = history_lines(settings, end - timedelta(days=args.days), end)

@@ -5,8 +5,9 @@
                                       [--bootstrap HOST:PORT]
 
 One run, one broker, one input topic holding the same messages for all three (generated
-history: 300 days, 60 reps, 2 % redeliveries, 1 % invalid messages, produced with the
-project's producer, so keyed by entity):
+history: 300 days, 60 reps, 2 % redeliveries, 1 % invalid messages, in the v2 mix of
+``benchmarks/pipeline.toml`` — five stages, about 8 % ``deal.updated`` — unless ``--v1``;
+produced with the project's producer, so keyed by entity):
 
 1. ``raw``: a plain aiokafka consumer that reads every message and decodes it
    (:class:`engine.decode.Decoder`): the ceiling of anything that reads Kafka in Python here.
@@ -25,7 +26,7 @@ time of one ``/metrics`` scrape and one ``/api/kpis`` report are printed: with `
 --events 1000000`` that is two years of state for 60 reps.
 
 Then latency: a fresh worker, events produced at ``--rate`` per second, each stamped with the
-wall clock as it is sent (``engine.generator.live_lines``), and ``GET /api/events`` polled
+wall clock as it is sent (``engine.tooling.generator.live_lines``), and ``GET /api/events`` polled
 every few milliseconds; an event's latency is from the moment it was handed to the producer
 to the first poll that counts it. Percentiles over events, after a warm-up second.
 
@@ -50,8 +51,12 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from engine.config import KafkaConfig
+from engine.config import KafkaConfig, load_config
 from engine.kafka_local import LocalKafka, free_port
+
+PIPELINE_CONFIG = Path(__file__).resolve().parent / "pipeline.toml"
+#: The stages (SPEC §7) of the run; () for the v1 mix (--v1).
+STAGES: list[tuple[str, ...]] = [tuple(s.id for s in load_config(PIPELINE_CONFIG).pipeline.stages)]
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 #: Throughput run: how often the worker is asked how far it got (each request costs it ~1 ms).
@@ -85,12 +90,12 @@ def self_cpu() -> float:
 # -- the input -------------------------------------------------------------------------------------
 
 def generated_lines(events: int, days: int = 300) -> list[bytes]:
-    from engine.generator import GeneratorSettings, history_lines, scale_for_events
+    from engine.tooling.generator import GeneratorSettings, history_lines, scale_for_events
 
     end = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=5)
     start = end - timedelta(days=days)
-    base = GeneratorSettings(seed=7, duplicates=0.02, invalid=0.01)
-    settings = GeneratorSettings(seed=7, duplicates=0.02, invalid=0.01,
+    base = GeneratorSettings(seed=7, duplicates=0.02, invalid=0.01, stages=STAGES[0])
+    settings = GeneratorSettings(seed=7, duplicates=0.02, invalid=0.01, stages=STAGES[0],
                                  scale=scale_for_events(base, start, end, events))
     return list(history_lines(settings, start, end))
 
@@ -117,7 +122,7 @@ def bench_raw(bootstrap: str, topic: str, total: int) -> dict:
                                     auto_offset_reset="earliest", enable_auto_commit=False,
                                     max_partition_fetch_bytes=4 << 20)
         await consumer.start()
-        decoder = Decoder(Config())
+        decoder = Decoder(load_config(PIPELINE_CONFIG) if STAGES[0] else Config())
         count = 0
         try:
             started, cpu0 = time.monotonic(), self_cpu()
@@ -153,7 +158,7 @@ def naive_agent_main(bootstrap: str, topic: str, partitions: int, count: int,
     source = app.topic(topic, key_type=bytes, value_type=bytes, key_serializer="raw",
                        value_serializer="raw")
     table = app.Table("events", key_type=bytes, value_type=bytes, partitions=partitions)
-    decoder = Decoder(Config())
+    decoder = Decoder(load_config(PIPELINE_CONFIG) if STAGES[0] else Config())
     state = {"n": 0}
 
     @app.agent(source)
@@ -214,7 +219,7 @@ partitions = {partitions}
 app_id = "bench-{label}-{uuid.uuid4().hex[:8]}"
 data_dir = "{workdir / label}"
 web_port = {self.port}
-""")
+""" + (PIPELINE_CONFIG.read_text() if STAGES[0] else ""))
         self.log = open(workdir / f"{label}.log", "wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "engine.cli", "worker", "--config", str(self.config)],
@@ -304,7 +309,7 @@ def bench_latency(bootstrap: str, partitions: int, rate: float, seconds: float,
                   workdir: Path) -> dict:
     from aiokafka import AIOKafkaProducer
 
-    from engine.generator import GeneratorSettings, live_lines
+    from engine.tooling.generator import GeneratorSettings, live_lines
     from engine.producer import entity_key
 
     topic = f"bench-live-{uuid.uuid4().hex[:8]}"
@@ -326,7 +331,7 @@ def bench_latency(bootstrap: str, partitions: int, rate: float, seconds: float,
     async def produce_paced() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
         await producer.start()
-        lines = live_lines(GeneratorSettings(seed=11), rate)
+        lines = live_lines(GeneratorSettings(seed=11, stages=STAGES[0]), rate)
         try:
             due, line = next(lines)
             count = 0
@@ -413,7 +418,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=1000.0, help="latency run: events/s")
     parser.add_argument("--latency-seconds", type=float, default=30.0)
     parser.add_argument("--bootstrap", help="use this broker instead of starting one")
+    parser.add_argument("--v1", action="store_true",
+                        help="the v1 mix: no stages, no deal.updated (earlier runs)")
     args = parser.parse_args(argv)
+    if args.v1:
+        STAGES[0] = ()
     if args.command == "naive":
         naive_agent_main(args.bootstrap, args.topic, args.partitions, args.count, args.data_dir)
         return 0

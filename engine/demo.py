@@ -42,13 +42,16 @@ from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 from aiokafka.errors import KafkaError
 
 from engine.config import Config, KafkaConfig, config_from_mapping, load_config
 from engine.kafka_local import KafkaLocalError, LocalKafka, free_port, read_state, stop_pid
+
+if TYPE_CHECKING:
+    from engine.tooling.generator import GeneratorSettings
 
 __all__ = ["Demo", "DemoError", "DemoOptions", "config_toml", "demo_config", "namespaced",
            "prometheus_config"]
@@ -58,7 +61,8 @@ DEFAULT_WEB_PORT = 6066
 DEFAULT_PROMETHEUS_PORT = 9090
 DEFAULT_BACKFILL_DAYS = 400
 DEFAULT_RATE = 5.0
-#: History density: 400 days come to ~100k events, which one worker ingests in a minute or two.
+#: History density: 400 days come to ~100k events (~110k with the pipeline's deal.updated on top),
+#: which one worker ingests in a minute or two; the embedded targets are sized for it.
 BACKFILL_EVENTS_PER_DAY = 250
 SCRAPE_INTERVAL = "5s"
 LIVE_ID_PREFIX = "live-"
@@ -72,12 +76,20 @@ LOG_TAIL_LINES = 25
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-# The embedded defaults: a European company, EUR, and targets sized for the default history
-# (about 2,100 leads, 150 deals won and 2.2 M EUR won a month across five teams).
+# The embedded defaults: a European company, EUR, a five-stage pipeline (SPEC §7) and targets
+# sized for the default history (about 2,100 leads, 150 deals won and 2.2 M EUR won a month across
+# five teams; about 350 deals and 6 M EUR open, 1.7 M EUR of it weighted).
 DEMO_DEFAULTS: dict[str, Any] = {
     "calendar": {"timezone": "Europe/Berlin", "week_start": "monday",
                  "fiscal_year_start_month": 1},
     "money": {"currency": "EUR", "gross_margin": 0.8},
+    "pipeline": {"stages": [
+        {"id": "discovery", "probability": 0.1, "category": "pipeline"},
+        {"id": "qualification", "probability": 0.2, "category": "pipeline"},
+        {"id": "proposal", "probability": 0.4, "category": "best_case"},
+        {"id": "negotiation", "probability": 0.7, "category": "commit"},
+        {"id": "verbal", "probability": 0.9, "category": "commit"},
+    ]},
     "targets": [
         {"kpi": "revenue_won", "period": "month", "value": 2_300_000},
         {"kpi": "revenue_won", "period": "quarter", "value": 6_500_000},
@@ -90,6 +102,11 @@ DEMO_DEFAULTS: dict[str, Any] = {
         {"kpi": "revenue_won", "period": "month", "value": 550_000, "team": "dach"},
         {"kpi": "revenue_won", "period": "month", "value": 400_000, "team": "france"},
         {"kpi": "activities", "period": "week", "value": 20, "rep": "rep-001"},
+        {"kpi": "pipeline_weighted", "period": "quarter", "value": 2_000_000},
+        {"kpi": "forecast_weighted", "period": "quarter", "value": 6_500_000},
+        {"kpi": "pipeline_amount", "period": "month", "value": 6_500_000},
+        {"kpi": "pipeline_weighted", "period": "month", "value": 400_000, "team": "dach"},
+        {"kpi": "pipeline_deals", "period": "week", "value": 5, "rep": "rep-001"},
     ],
 }
 
@@ -143,6 +160,10 @@ def config_toml(config: Config) -> str:
         out += [f"{f.name} = {_toml_value(getattr(values, f.name))}"
                 for f in fields(values) if getattr(values, f.name) is not None]
         out.append("")
+    for stage in config.pipeline.stages:
+        out.append("[[pipeline.stages]]")
+        out += [f"{f.name} = {_toml_value(getattr(stage, f.name))}" for f in fields(stage)]
+        out.append("")
     for target in config.targets:
         out.append("[[targets]]")
         out += [f"{f.name} = {_toml_value(getattr(target, f.name))}"
@@ -157,6 +178,21 @@ def _toml_value(value: object) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a TOML basic string
+
+
+def backfill_settings(config: Config, seed: int, start: datetime,
+                      end: datetime) -> GeneratorSettings:
+    """The traffic of the demo's history over ``[start, end)``: ``BACKFILL_EVENTS_PER_DAY``
+    events of CRM business a day, for ``config``'s zone, currency and stages (the ``deal.updated``
+    events of a pipeline come on top, so the business, and what the targets are sized for, is
+    the same with or without stages)."""
+    from engine.tooling.generator import scale_for_events, settings_for
+
+    settings = settings_for(config, seed=seed)
+    days = (end - start).total_seconds() / 86_400
+    business = max(int(days * BACKFILL_EVENTS_PER_DAY), 1)
+    return replace(settings, scale=scale_for_events(replace(settings, stages=()), start, end,
+                                                    business))
 
 
 def prometheus_config(target: str, rule_files: list[Path],
@@ -339,10 +375,9 @@ class LiveFeed(threading.Thread):
             self.join(timeout)
 
     async def _paced(self) -> AsyncIterator[bytes]:
-        from engine.generator import GeneratorSettings, live_lines
+        from engine.tooling.generator import live_lines, settings_for
 
-        settings = GeneratorSettings(seed=self.seed, timezone=self.config.calendar.timezone,
-                                     currency=self.config.money.currency)
+        settings = settings_for(self.config, seed=self.seed)
         for due, line in live_lines(settings, self.rate):
             while (delay := due - time.time()) > 0:
                 if self._stop_requested.is_set():
@@ -501,7 +536,8 @@ class Demo:
 
         self.config_path.write_text(config_toml(config))
         say.step(f"config: wrote {self._rel(self.config_path)} ({config.calendar.timezone}, "
-                 f"{config.money.currency}, {len(config.targets)} targets, worker web port "
+                 f"{config.money.currency}, {len(config.pipeline.stages)} pipeline stages, "
+                 f"{len(config.targets)} targets, worker web port "
                  f"{web_port})")
 
         self._backfill(config)
@@ -579,7 +615,7 @@ class Demo:
             f"{name} ({partitions} partitions)" for name, partitions in topics.items()))
 
     def _backfill(self, config: Config) -> None:
-        from engine.generator import GeneratorSettings, history_lines, scale_for_events
+        from engine.tooling.generator import expected_events, history_lines
         from engine.producer import send_lines
 
         days = self.options.backfill_days
@@ -588,11 +624,8 @@ class Demo:
             return
         end = datetime.now(UTC).replace(microsecond=0)
         start = end - timedelta(days=days)
-        settings = GeneratorSettings(seed=self.options.seed,
-                                     timezone=config.calendar.timezone,
-                                     currency=config.money.currency)
-        wanted = max(int(days * BACKFILL_EVENTS_PER_DAY), 1)
-        settings = replace(settings, scale=scale_for_events(settings, start, end, wanted))
+        settings = backfill_settings(config, self.options.seed, start, end)
+        wanted = expected_events(settings, start, end)
         self.console.step(f"history: generating the last {days:g} days (~{wanted:,} events, "
                           f"seed {settings.seed}) into {config.topics.input}")
         started = time.monotonic()

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+from datetime import UTC, datetime, timedelta
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -25,9 +26,12 @@ from pathlib import Path
 import orjson
 import pytest
 
+from engine.cli import main
 from engine.config import load_config
 from engine.demo import (
+    DEFAULT_BACKFILL_DAYS,
     DemoError,
+    backfill_settings,
     base_config,
     choose_port,
     config_toml,
@@ -37,6 +41,7 @@ from engine.demo import (
     rule_files,
 )
 from engine.kafka_local import free_port
+from engine.tooling.generator import history_lines
 
 DEMO_TIMEOUT_SECONDS = 150.0  # the whole end-to-end test; a healthy run needs about 40 s
 STOP_TIMEOUT_SECONDS = 60.0
@@ -51,6 +56,57 @@ def test_embedded_defaults_are_a_valid_config_with_a_zone_a_currency_and_targets
     assert config.money.currency == "EUR"
     assert len(config.targets) >= 3
     assert any(t.team for t in config.targets) and any(t.rep for t in config.targets)
+
+
+def test_embedded_defaults_have_a_realistic_pipeline_and_pipeline_targets() -> None:
+    stages = base_config(None).pipeline.stages
+    assert len(stages) >= 4
+    probabilities = [stage.probability for stage in stages]
+    assert probabilities == sorted(probabilities) and 0 < probabilities[0] < probabilities[-1] < 1
+    categories = [stage.category for stage in stages]
+    assert categories == sorted(categories, key=("pipeline", "best_case", "commit").index)
+    assert set(categories) == {"pipeline", "best_case", "commit"}
+    targeted = {t.kpi for t in base_config(None).targets}
+    assert {"pipeline_weighted", "forecast_weighted", "pipeline_amount"} <= targeted
+
+
+def test_the_demo_history_shows_a_living_pipeline_near_its_targets(tmp_path: Path) -> None:
+    """The default backfill, reported as the demo's worker would: every stage holds open deals,
+    deals move through every stage, and the pipeline targets are within reach (not 0 %, not
+    ten times over)."""
+    config = base_config(None)
+    as_of = datetime(2026, 6, 10, 12, tzinfo=UTC)
+    start = as_of - timedelta(days=DEFAULT_BACKFILL_DAYS)
+    settings = backfill_settings(config, 1, start, as_of)
+    events, config_file, report = (tmp_path / name for name in
+                                   ("history.jsonl", "engine.toml", "report.json"))
+    events.write_bytes(b"\n".join(history_lines(settings, start, as_of)) + b"\n")
+    config_file.write_text(config_toml(config))
+    assert main(["validate", str(events), "--config", str(config_file)]) == 0
+    assert main(["report", "--events", str(events), "--config", str(config_file),
+                 "--as-of", as_of.isoformat(), "--out", str(report)]) == 0
+    windows = {(w["period"], w["offset"]): w for w in json.loads(report.read_text())["windows"]}
+    month = windows[("month", 0)]["company"]
+    stage_ids = [stage.id for stage in config.pipeline.stages]
+    open_by_stage = month["kpis"]["pipeline_deals_by_stage"]
+    assert all(open_by_stage[stage] > 0 for stage in stage_ids), open_by_stage
+    assert open_by_stage[stage_ids[0]] > open_by_stage[stage_ids[-1]]  # a funnel
+    entries = windows[("month", 1)]["company"]["kpis"]["stage_entries"]
+    assert all(entries[stage] > 0 for stage in stage_ids), entries
+    assert month["kpis"]["pipeline_due_amount"] > 0 and month["kpis"]["forecast_weighted"] > 0
+    pipeline_kpis = {"pipeline_weighted", "forecast_weighted", "pipeline_amount",
+                     "pipeline_deals"}
+    checked = 0
+    for target in config.targets:
+        if target.kpi not in pipeline_kpis:
+            continue
+        window = windows[(target.period, 0)]
+        scope = (window["company"] if target.team is None and target.rep is None
+                 else window["teams"][target.team] if target.team else window["reps"][target.rep])
+        attainment = scope["targets"][target.kpi]["attainment"]
+        assert 0.3 < attainment < 3, (target, attainment)
+        checked += 1
+    assert checked == 5
 
 
 def test_the_demo_config_file_reads_back_as_the_config_the_demo_runs(tmp_path: Path) -> None:
@@ -207,6 +263,14 @@ def test_demo_serves_growing_kpis_and_stops_everything_on_ctrl_c(tmp_path: Path)
         # The whole history gets counted, then live traffic keeps the count growing.
         first = until(lambda: (n := counted()) >= history_events and n, "the history counted")
         until(lambda: counted() > first, "live events to be counted")
+        # A living pipeline: open deals in the demo's stages, deals moving between them.
+        windows = json.loads(_get(base + "/api/kpis")[1])["windows"]
+        month = next(w for w in windows if (w["period"], w["offset"]) == ("month", 0))
+        kpis = month["company"]["kpis"]
+        stages = {stage.id for stage in base_config(None).pipeline.stages}
+        assert set(kpis["pipeline_deals_by_stage"]) == stages
+        assert sum(kpis["pipeline_deals_by_stage"].values()) > 0, kpis
+        assert sum(kpis["stage_entries"].values()) > 0, kpis
         status, body = _get(base + "/metrics")
         assert status == 200
         assert re.search(rb"^kpi_\w+", body, re.MULTILINE), body[:500]

@@ -13,7 +13,7 @@ import pytest
 from engine.cli import main
 from engine.config import KafkaConfig
 from engine.decode import parse_timestamp
-from engine.generator import GeneratorSettings, history_lines
+from engine.tooling.generator import GeneratorSettings, history_lines
 from engine.kafka_client import create_consumer
 from engine.producer import entity_key, send_lines
 

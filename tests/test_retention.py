@@ -9,7 +9,7 @@ from engine.config import config_from_mapping
 from engine.core import Core
 from engine.decode import decode
 from engine.event import MICRO
-from engine.generator import GeneratorSettings, history_lines
+from engine.tooling.generator import GeneratorSettings, history_lines
 from engine.report import build_report
 from engine.retention import bucket_key_expired, evict
 

@@ -14,7 +14,7 @@ from engine.config import Config, TopicsConfig, WorkerConfig, config_from_mappin
 from engine.core import Core
 from engine.decode import decode
 from engine.event import MICRO, Event, Rejection
-from engine.generator import GeneratorSettings, history_lines
+from engine.tooling.generator import GeneratorSettings, history_lines
 from engine.report import build_report
 from streams.ingest import Ingest
 from streams.ledger import (

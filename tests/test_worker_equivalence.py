@@ -1,6 +1,8 @@
 """The live worker's numbers equal the file report's, number by number, also across crashes.
 
-One realistic file (``kpi-engine generate`` with redeliveries and invalid messages) is sent to
+One realistic file (``kpi-engine generate`` with redeliveries and invalid messages, and with
+stages configured: the v2 pipeline traffic — stage moves, slips, owner changes, re-opens) is
+sent to
 Kafka with ``kpi-engine produce`` and read by real ``kpi-engine worker`` processes. Then:
 
 - ``GET /api/kpis?as_of=X`` equals ``kpi-engine report --events FILE --as-of X`` for several
@@ -77,6 +79,23 @@ gross_margin = 0.8
 kpi = "revenue_won"
 period = "month"
 value = 50000
+[[targets]]
+kpi = "pipeline_weighted"
+period = "quarter"
+value = 80000
+team = "dach"
+[[pipeline.stages]]
+id = "discovery"
+probability = 0.1
+category = "pipeline"
+[[pipeline.stages]]
+id = "proposal"
+probability = 0.4
+category = "best_case"
+[[pipeline.stages]]
+id = "negotiation"
+probability = 0.7
+category = "commit"
 """
 
 
@@ -157,6 +176,8 @@ def assert_reports_equal(setup: Setup, worker: WorkerProcess) -> None:
         differences = diff_reports(actual, expected)
         assert not differences, (as_of, differences[:20])
         assert actual["events"]["duplicate"] > 0 and actual["events"]["invalid"] > 0
+        month = next(w for w in actual["windows"] if (w["period"], w["offset"]) == ("month", 0))
+        assert month["company"]["kpis"]["pipeline_deals"] > 0  # a living pipeline was compared
 
 
 def test_the_live_report_equals_the_file_report(setup: Setup) -> None:

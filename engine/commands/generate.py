@@ -3,8 +3,10 @@
 Why: demos, load tests and dashboards need realistic traffic without a CRM. History mode writes
 every event of a date range in event-time order (reproducible: same seed and arguments, same
 bytes); live mode (``--rate``) stamps events with the wall clock and paces them, for watching
-the engine and Grafana move. Time zone and currency come from the engine config, so generated
-events are valid for the engine that will read them.
+the engine and Grafana move. Time zone, currency and pipeline stages come from the engine
+config, so generated events are valid for the engine that will read them: with
+``[[pipeline.stages]]`` configured the traffic is v2 (deals carry a stage and an expected close
+date, and ``deal.updated`` events move them), without it the v1 traffic of the same seed.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import BinaryIO
 from zoneinfo import ZoneInfo
 
 from engine.config import Config, load_config
-from engine.generator import GeneratorSettings, history_lines, live_lines, scale_for_events
+from engine.tooling.generator import history_lines, live_lines, scale_for_events, settings_for
 
 DEFAULT_DAYS = 30
 WRITE_BATCH = 10_000
@@ -31,10 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "generate", help="write synthetic CRM events (history or a live stream) as JSON lines",
         description="Simulate a sales team's CRM: leads, qualification, deals, closes, "
-                    "subscriptions, activities and spend. History mode (default: the last "
+                    "subscriptions, activities and spend; with [[pipeline.stages]] in the config "
+                    "also stage moves, close-date slips, amount and owner changes and re-opens "
+                    "(deal.updated). History mode (default: the last "
                     f"{DEFAULT_DAYS} days) writes a date range in event-time order; --rate "
-                    "streams events stamped with the wall clock. Time zone and currency come "
-                    "from the config.")
+                    "streams events stamped with the wall clock. Time zone, currency and stages "
+                    "come from the config.")
     p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
     p.add_argument("--id-prefix", default="", metavar="TEXT",
                    help="prefix every event and entity id (e.g. 'live-' for a live stream "
@@ -76,9 +80,8 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         print(f"kpi-engine generate: {problem}", file=sys.stderr)
         return 2
-    settings = GeneratorSettings(
-        seed=args.seed, teams=args.teams, reps_per_team=args.reps_per_team,
-        timezone=config.calendar.timezone, currency=config.money.currency,
+    settings = settings_for(
+        config, seed=args.seed, teams=args.teams, reps_per_team=args.reps_per_team,
         duplicates=args.duplicates, invalid=args.invalid, id_prefix=args.id_prefix)
     if args.rate is not None:
         items = _limited(live_lines(settings, args.rate), args.count, args.duration)

@@ -9,6 +9,14 @@ Spend arrives daily and weekly. A few deliberate oddities mirror real exports: d
 closed again, closes whose ``deal.created`` never reached the stream, and inbound leads not yet
 routed to a rep.
 
+With pipeline stages configured (``stages``, SPEC §7) the traffic is v2: deals are created with a
+``stage`` and an ``expected_close_at`` (a local midnight), and ``deal.updated`` events record
+what a CRM records while a deal is open — stage moves (mostly forward, sometimes back), amount
+changes, close dates pushed out when they pass (slips) or pulled in, owner changes — and re-opens
+after a close (:mod:`engine.tooling.deal_lifecycle` plans them). Deals still open at the end stay
+open. Without stages the output is exactly the v1 traffic of the same seed: the pipeline draws
+from an RNG of its own, which v1 never touches.
+
 How it runs: a discrete-event simulation over local calendar days. Each day's new work (leads,
 activities, spend) and the follow-ups scheduled by earlier events go into a heap and come out in
 event-time order, so the history streams in constant memory (open items only). Everything random
@@ -42,13 +50,18 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from engine.config import Config
+from engine.tooling.deal_lifecycle import MIN_AMOUNT, Change, DealPlan, plan_deal, plan_reopen
+
 __all__ = [
     "EVENTS_PER_REP_DAY",
     "GeneratorSettings",
+    "expected_events",
     "history_events",
     "history_lines",
     "live_lines",
     "scale_for_events",
+    "settings_for",
     "team_names",
 ]
 
@@ -62,6 +75,7 @@ ACTIVITIES_PER_REP_WORKDAY = 16.0
 EXPANSIONS_PER_REP_WORKDAY = 0.13   # deals with existing customers, without a lead
 SELF_SERVE_PER_REP_DAY = 0.15       # customers who subscribe without talking to sales
 EVENTS_PER_REP_DAY = 22.9           # what all of the above add up to, averaged over two years
+PIPELINE_EVENT_FACTOR = 1.09        # v2: deal.updated events on top (five stages: 8 % of all)
 
 SOURCES = {"inbound": 40, "outbound": 25, "referral": 10, "event": 10, "partner": 15}
 QUALIFY_RATE = {"inbound": 0.35, "outbound": 0.25, "referral": 0.6, "event": 0.4, "partner": 0.5}
@@ -70,6 +84,8 @@ WIN_RATE = {"inbound": 0.28, "outbound": 0.2, "referral": 0.42, "event": 0.25, "
 DEAL_RATE = 0.5                     # of qualified leads
 REOPEN_RATE = 0.03                  # of first closes: reopened and closed again later
 UNSEEN_DEAL_RATE = 0.02             # deals whose deal.created is missing from the stream
+STAGELESS_DEAL_RATE = 0.03          # v2: deals created without a stage (imports, integrations)
+UNDATED_DEAL_RATE = 0.08            # v2: deals created without an expected close date
 MONTHLY_CHURN = {"sales": 0.02, "self_serve": 0.05}
 RETURN_RATE = 0.2                   # of cancelled customers who subscribe again later
 MARKETING_PER_LEAD = 110.0          # paid media, booked daily
@@ -98,10 +114,20 @@ class GeneratorSettings:
     duplicates: float = 0.0     # fraction of lines re-emitted verbatim a little later
     invalid: float = 0.0        # fraction of extra, invalid messages
     id_prefix: str = ""         # prepended to every event and entity id (a second, live stream)
+    stages: tuple[str, ...] = ()  # pipeline stage ids in pipeline order; none: v1 traffic
 
     @property
     def reps(self) -> int:
         return self.teams * self.reps_per_team
+
+
+def settings_for(config: Config, **choices: object) -> GeneratorSettings:
+    """Settings whose events are valid for the engine run with ``config``: its time zone,
+    reporting currency and pipeline stages (in pipeline order; none: v1 traffic), plus
+    ``choices`` (seed, teams, noise, …)."""
+    stages = tuple(stage.id for stage in config.pipeline.stages)
+    return GeneratorSettings(timezone=config.calendar.timezone, currency=config.money.currency,
+                             stages=stages, **choices)  # type: ignore[arg-type]
 
 
 def team_names(count: int) -> list[str]:
@@ -113,7 +139,18 @@ def scale_for_events(settings: GeneratorSettings, start: datetime, end: datetime
                      events: int) -> float:
     """The ``scale`` at which a history over ``[start, end)`` has roughly ``events`` events."""
     days = max((end - start).total_seconds() / _DAY_S, 1 / 24)
-    return events / (EVENTS_PER_REP_DAY * settings.reps * days)
+    return events / (_events_per_rep_day(settings) * settings.reps * days)
+
+
+def expected_events(settings: GeneratorSettings, start: datetime, end: datetime) -> int:
+    """Roughly how many events a history over ``[start, end)`` has (the inverse of
+    :func:`scale_for_events`)."""
+    days = max((end - start).total_seconds() / _DAY_S, 1 / 24)
+    return round(settings.scale * _events_per_rep_day(settings) * settings.reps * days)
+
+
+def _events_per_rep_day(settings: GeneratorSettings) -> float:
+    return EVENTS_PER_REP_DAY * (PIPELINE_EVENT_FACTOR if settings.stages else 1.0)
 
 
 def history_events(settings: GeneratorSettings, start: datetime,
@@ -148,7 +185,8 @@ def live_lines(settings: GeneratorSettings, rate: float,
     now = datetime.now(timezone.utc).timestamp() if now is None else now
     model = _Model(settings, flat=True)
     emit_from = model.clock.midnight(model.clock.day_of(now))  # sim time mapped onto `now`
-    sim_per_wall_s = rate / (EVENTS_PER_REP_DAY * settings.reps * settings.scale / _DAY_S)
+    sim_per_wall_s = rate / (_events_per_rep_day(settings) * settings.reps * settings.scale
+                             / _DAY_S)
     model.to_wall = lambda sim: now + (sim - emit_from) / sim_per_wall_s
     model.clock.millis = True
     noise = _Noise(settings)
@@ -192,6 +230,9 @@ class _Deal:
     opened_at: int = 0
     closes: int = 0
     won: bool = False
+    planned_won: bool = False    # v2: the first close's outcome, known when the plan is made
+    stage: int | None = None     # v2: index into the stages
+    close_day: int | None = None  # v2: the expected close, a local day ordinal
 
 
 @dataclass(slots=True)
@@ -209,6 +250,8 @@ class _Model:
         self.s = settings
         self.flat = flat  # live mode: every day is a workday, office hours span the whole day
         self.rng = random.Random(settings.seed)
+        self.stages = settings.stages
+        self.pipeline_rng = random.Random(f"{settings.seed}:pipeline")  # v1 never draws from it
         self.ids = _EventIds(settings.seed, region=0, prefix=settings.id_prefix)
         self.clock = _Clock(ZoneInfo(settings.timezone))
         self.to_wall: Callable[[float], float] | None = None  # live: model time -> wall clock
@@ -351,6 +394,31 @@ class _Model:
         start = self.clock.midnight(day)
         return start + int(self.rng.random() * (self.clock.midnight(day + 1) - start))
 
+    def _office_time(self, ts: int) -> int:
+        """v2: ``ts`` if it is in office hours of a workday, else a pipeline-RNG office instant
+        of the next workday (of the same day, before the office opens). Live mode: ``ts``."""
+        if self.flat:
+            return ts
+        day = self.clock.day_of(ts)
+        since_midnight = ts - self.clock.midnight(day)
+        if self._weekday(day) < 5 and WORKDAY_START_S <= since_midnight < WORKDAY_END_S:
+            return ts
+        if since_midnight >= WORKDAY_START_S or self._weekday(day) >= 5:
+            day += 1
+        while self._weekday(day) >= 5:
+            day += 1
+        return self.clock.midnight(day) + WORKDAY_START_S + int(
+            self.pipeline_rng.random() * (WORKDAY_END_S - WORKDAY_START_S))
+
+    def _close_date(self, ts: int, day: int, utc: bool) -> str:
+        """RFC 3339 text of the local midnight starting ``day``, for an event at model time
+        ``ts``. Live mode keeps the distance from the event in real days (the model's calendar
+        runs compressed, a CRM's close dates would not), so dates stay weeks ahead of now."""
+        if self.to_wall is not None:
+            wall = self.to_wall(ts) + (self.clock.midnight(day) - ts)
+            day = self.clock.day_of(wall)
+        return self.clock.midnight_text(day, utc)
+
     def _workdays_later(self, days: float) -> int:
         """Office time ``days`` after today (at least tomorrow), moved off weekends."""
         day = self.day + max(1, round(days))
@@ -407,8 +475,11 @@ class _Model:
         deal.opened_at = ts
         deal.rep.recent_deals.append(deal.id)
         cycle_days = rng.lognormvariate(math.log(20), 0.55) * (deal.amount / 12_000) ** 0.2
-        self._at(self._workdays_later(min(cycle_days, 180)), self._deal_closed, deal)
+        close_ts = self._workdays_later(min(cycle_days, 180))
+        self._at(close_ts, self._deal_closed, deal)
         if rng.random() < UNSEEN_DEAL_RATE:
+            if self.stages:
+                self._plan_pipeline(ts, close_ts, deal, seen=False)
             return None
         event = {"event_id": self.ids.next(), "type": "deal.created",
                  "occurred_at": self._stamp(ts), "deal_id": deal.id, "team_id": deal.rep.team,
@@ -420,13 +491,76 @@ class _Model:
             event["lead_id"] = deal.lead_id
         if deal.source == "expansion" or rng.random() < 0.5:
             event["customer_id"] = deal.customer_id
+        if self.stages:
+            plan = self._plan_pipeline(ts, close_ts, deal, amount="amount" in event)
+            if plan.stage is not None:
+                event["stage"] = self.stages[plan.stage]
+            if plan.close_day is not None:
+                event["expected_close_at"] = self._close_date(
+                    ts, plan.close_day, event["occurred_at"].endswith("Z"))
         return event
+
+    def _plan_pipeline(self, ts: int, close_ts: int, deal: _Deal, seen: bool = True,
+                       amount: bool = True) -> DealPlan:
+        """v2: decide the first close's outcome and schedule the deal's ``deal.updated`` events."""
+        prng = self.pipeline_rng
+        deal.planned_won = prng.random() < min(0.9, WIN_RATE[deal.source] * deal.rep.skill)
+        plan = plan_deal(prng, len(self.stages), ts, close_ts, deal.planned_won, self.clock,
+                         self._office_time,
+                         stage_on_create=seen and prng.random() >= STAGELESS_DEAL_RATE,
+                         date_on_create=seen and prng.random() >= UNDATED_DEAL_RATE,
+                         amount_on_create=amount)
+        deal.stage, deal.close_day = plan.stage, plan.close_day
+        for at, change in plan.changes:
+            self._at(at, self._deal_updated, (deal, change))
+        return plan
+
+    def _deal_updated(self, ts: int, item: tuple[_Deal, Change]) -> dict:
+        """v2: one planned change of an open deal (or its re-open), as the CRM sends it."""
+        deal, change = item
+        prng = self.pipeline_rng
+        utc = prng.random() < UTC_STAMP_RATE
+        event: dict[str, object] = {"event_id": self.ids.next(), "type": "deal.updated",
+                                    "occurred_at": self._stamp(ts, utc), "deal_id": deal.id}
+        full = change.full
+        if change.stage is not None:
+            deal.stage = change.stage
+        if deal.stage is not None and (change.stage is not None or change.with_stage or full):
+            event["stage"] = self.stages[deal.stage]
+        if change.amount_factor is not None:
+            deal.amount = max(MIN_AMOUNT, float(round(deal.amount * change.amount_factor, -1)))
+        if change.amount_factor is not None or change.fill_amount or full:
+            event["amount"] = deal.amount
+            event["currency"] = self.s.currency
+        if change.close_day is not None:
+            deal.close_day = change.close_day
+        if deal.close_day is not None and (change.close_day is not None
+                                           or change.with_close_date or full):
+            event["expected_close_at"] = self._close_date(ts, deal.close_day, utc)
+        team = deal.rep.team
+        if change.owner_move is not None:
+            deal.rep = self._new_owner(deal.rep, change.owner_move)
+            deal.rep.recent_deals.append(deal.id)
+        if change.owner_move is not None or full:
+            if full or deal.rep.team != team or prng.random() < 0.7:
+                event["team_id"] = deal.rep.team
+            event["rep_id"] = deal.rep.id
+        return event
+
+    def _new_owner(self, rep: _Rep, move: str) -> _Rep:
+        prng = self.pipeline_rng
+        if move == "other" and len(self.team_reps) > 1:
+            team = prng.choice([t for t in self.team_reps if t != rep.team])
+            return prng.choice(self.team_reps[team])
+        others = [r for r in self.team_reps[rep.team] if r is not rep]
+        return prng.choice(others) if others else rep
 
     def _deal_closed(self, ts: int, deal: _Deal) -> dict:
         rng = self.rng
         rep = deal.rep if rng.random() < 0.9 else self._teammate(deal.rep)
         if deal.closes == 0:
-            won = rng.random() < min(0.9, WIN_RATE[deal.source] * deal.rep.skill)
+            won = deal.planned_won if self.stages else (
+                rng.random() < min(0.9, WIN_RATE[deal.source] * deal.rep.skill))
         else:  # reopened: lost deals revived, won deals fallen through, or renegotiated
             won = rng.random() < (0.6 if not deal.won else 0.3)
         event = {"event_id": self.ids.next(), "type": "deal.closed",
@@ -448,7 +582,14 @@ class _Model:
         deal.won = deal.won or won
         deal.closes += 1
         if deal.closes == 1 and rng.random() < REOPEN_RATE:
-            self._at(self._workdays_later(rng.uniform(7, 40)), self._deal_closed, deal)
+            if self.stages:  # v2: the CRM re-opens the deal with a stage, then it closes again
+                at, change, reclose = plan_reopen(self.pipeline_rng, len(self.stages),
+                                                  deal.stage, won, ts, self.clock,
+                                                  self._office_time)
+                self._at(at, self._deal_updated, (deal, change))
+                self._at(reclose, self._deal_closed, deal)
+            else:
+                self._at(self._workdays_later(rng.uniform(7, 40)), self._deal_closed, deal)
         return event
 
     def _on_first_win(self, ts: int, deal: _Deal, amount: float) -> None:
@@ -612,6 +753,13 @@ class _Clock:
             value = self._midnights[day] = int(local.timestamp())
         return value
 
+    def midnight_text(self, day: int, utc: bool) -> str:
+        """RFC 3339 text of local midnight starting ``day``: local offset, or UTC with ``Z``."""
+        ts = self.midnight(day)
+        offset, suffix = (0, "Z") if utc else self._offset(ts // 3600)
+        local = datetime.fromtimestamp(ts + offset, timezone.utc)
+        return local.strftime("%Y-%m-%dT%H:%M:%S") + suffix
+
     def day_of(self, ts: float) -> int:
         """The local day (proleptic ordinal) containing instant ``ts``."""
         local = math.floor(ts) + self._offset(math.floor(ts) // 3600)[0]
@@ -653,6 +801,7 @@ _REQUIRED = {
     "lead.qualified": ("lead_id", "team_id", "rep_id"),
     "activity.logged": ("team_id", "rep_id", "activity_type"),
     "deal.created": ("deal_id", "team_id", "rep_id"),
+    "deal.updated": ("deal_id",),
     "deal.closed": ("deal_id", "team_id", "rep_id", "outcome"),
     "subscription.started": ("subscription_id", "customer_id", "mrr"),
     "subscription.cancelled": ("subscription_id", "customer_id"),
@@ -705,7 +854,7 @@ class _Noise:
         if kind == "not_an_object":
             return orjson.dumps(rng.choice((list(bad.values()), bad["type"], len(bad))))
         if kind == "unknown_type":
-            bad["type"] = rng.choice(("lead.deleted", "deal.updated", "contact.created"))
+            bad["type"] = rng.choice(("lead.deleted", "deal.deleted", "contact.created"))
         elif kind == "missing_field":
             del bad[rng.choice(("event_id", "type", "occurred_at") + _REQUIRED[bad["type"]])]
         elif kind == "invalid_field":
@@ -728,13 +877,14 @@ class _Noise:
         elif choice == 1:  # an id that is not an id
             name = next((k for k in _REQUIRED[bad["type"]] if k.endswith("_id")), "team_id")
             bad[name] = rng.choice(("", 42, "x" * 129, "bad\u0007id"))
-        elif choice == 2 and bad["type"] in ("deal.created", "deal.closed", "spend.recorded",
-                                             "subscription.started"):
+        elif choice == 2 and (bad["type"] in ("deal.created", "deal.closed", "spend.recorded",
+                                              "subscription.started")
+                              or (bad["type"] == "deal.updated" and "amount" in bad)):
             money = "mrr" if bad["type"] == "subscription.started" else "amount"
             bad[money] = rng.choice((-100.0, "1200.00", True))
         else:  # a value outside its enumeration (or, where there is none, a bad timestamp)
             for name, wrong in (("activity_type", "lunch"), ("outcome", "pending"),
-                                ("category", "travel")):
+                                ("category", "travel"), ("stage", "no-such-stage")):
                 if name in bad:
                     bad[name] = wrong
                     return
