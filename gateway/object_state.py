@@ -35,6 +35,17 @@ class ObjectStateStore:
         self._consumer: AIOKafkaConsumer | None = None
         self._follow: asyncio.Task | None = None
 
+    def waiting(self) -> dict[str, int]:
+        """Objects per source whose events wait for an owner (a creation, a close, a qualification)."""
+        counts: dict[str, int] = {}
+        for key, state in self.states.items():
+            created_waits = state.get("created_at") is not None and not state.get(
+                "created_emitted", True) and key.split("|")[1] == "deal"
+            if created_waits or state.get("pending"):
+                source = key.split("|", 1)[0]
+                counts[source] = counts.get(source, 0) + 1
+        return counts
+
     def get(self, key: str) -> dict[str, Any] | None:
         return self.states.get(key)
 

@@ -59,6 +59,8 @@ class Gateway:
         self.dead_letters = Counter("kpi_gateway_dead_letters", "Items dead-lettered",
                                     ["source", "reason"], registry=self.registry)
         self.registry.register(RosterCollector(people.roster))
+        if self.states is not None:
+            self.registry.register(_WaitingCollector(self.states))
         self.ready = False
 
     async def start(self) -> None:
@@ -168,6 +170,26 @@ class Gateway:
         for key, value in delivery.state:
             records.append(Record(self.config.gateway.state_topic, key, value))
         return records, results
+
+
+class _WaitingCollector:
+    """``kpi_gateway_waiting_objects{source}``: HubSpot objects whose events wait for an owner.
+
+    Such a deal is in no KPI yet; a number that keeps growing means the CRM does not send
+    ``hubspot_owner_id`` changes (subscribe to them) or deals are left without an owner.
+    """
+
+    def __init__(self, states: ObjectStateStore) -> None:
+        self.states = states
+
+    def collect(self):  # noqa: ANN201 (prometheus_client's protocol)
+        from prometheus_client.core import GaugeMetricFamily
+
+        family = GaugeMetricFamily("kpi_gateway_waiting_objects",
+                                   "CRM objects whose events wait for an owner", labels=("source",))
+        for source, count in sorted(self.states.waiting().items()):
+            family.add_metric((source,), count)
+        yield family
 
 
 class KeyLocks:

@@ -434,3 +434,14 @@ def test_hubspot_one_save_gives_a_complete_deal_created(gateway):
     [created] = [e for e in result.events if e["type"] == "deal.created"]
     assert (created["stage"], created["amount"], created["expected_close_at"]) == (
         "discovery", 800.0, "2026-03-03T09:00:00.000Z")
+
+
+
+def test_objects_waiting_for_an_owner_are_counted(gateway):
+    mapped(gateway, "hubspot", hs(hubspot_event("deal.creation", 540, T0),
+                                  hubspot_event("deal.creation", 541, T0),
+                                  hubspot_event("contact.creation", 542, T0)))
+    assert gateway.states.waiting() == {"hubspot": 2}
+    mapped(gateway, "hubspot", hs(
+        hubspot_event("deal.propertyChange", 540, T0, "hubspot_owner_id", "41629779")))
+    assert gateway.states.waiting() == {"hubspot": 1}
