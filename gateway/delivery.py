@@ -28,9 +28,13 @@ class Unauthorized(Exception):
 
 @dataclass(slots=True)
 class Emit:
-    """One contract event (a JSON object) to produce; ``origin`` is the CRM item it came from."""
+    """One contract event to produce; ``origin`` is the CRM item it came from.
 
-    event: dict[str, Any]
+    ``event`` is the mapped JSON object, or for the contract source the line's own bytes
+    (produced as they came once the decoder accepted them).
+    """
+
+    event: dict[str, Any] | bytes
     origin: bytes
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -36,7 +36,6 @@ class MappingContext:
     currency: str
     states: ObjectStateStore | None = None
     now_ms: Any = None  # a clock, milliseconds since the epoch (tests pass their own)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class MappingFailure(Exception):

@@ -37,7 +37,7 @@ class ContractSource(Source):
                 if line.strip():
                     lines.append((number, line))
         delivery = Delivery(context=[number for number, _ in lines])
-        delivery.items = [Emit(raw, raw) for _, raw in lines]  # type: ignore[arg-type]
+        delivery.items = [Emit(raw, raw) for _, raw in lines]
         return delivery
 
     def answer(self, delivery: Delivery, results: list[ItemResult]) -> Answer:

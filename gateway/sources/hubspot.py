@@ -172,7 +172,6 @@ class HubSpotSource(Source):
         if change == "creation":
             first = state["created_at"] is None or at < state["created_at"]
             state["created_at"] = at if first else state["created_at"]
-            work.touch(key)
             if object_type == "deal":
                 return self._deal_flush(object_id, state, origin)
             return [Emit(self._lead_created(object_id, state), origin)]
@@ -188,7 +187,6 @@ class HubSpotSource(Source):
             return []
         if name not in props or props[name][1] <= at:
             props[name] = [value, at]
-        work.touch(key)
         if object_type == "deal":
             return self._deal_change(object_id, state, name, value, at, origin)
         return self._contact_change(object_id, state, name, value, at, origin)
@@ -365,7 +363,8 @@ def _ms(text: object) -> int:
 
 
 class _Overlay:
-    """Copies of the touched objects' states; written to Kafka, then committed to memory."""
+    """Copies of the objects a delivery reads; all are written back to Kafka (each with its
+    version moved on), then committed to memory once Kafka acknowledged them."""
 
     def __init__(self, store: Any) -> None:
         self.store = store
@@ -378,9 +377,6 @@ class _Overlay:
             self.changed[key] = copy.deepcopy(current) if current else {
                 "v": 0, "created_at": None, "created_emitted": False, "props": {}, "pending": []}
         return self.changed[key]
-
-    def touch(self, key: str) -> None:
-        pass  # every object read is written back (its version moves on)
 
     def records(self) -> list[tuple[bytes, bytes]]:
         out = []
