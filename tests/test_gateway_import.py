@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 
 from engine.cli import main
 from gateway.server import Gateway
 from gateway_fixtures import pipedrive_deal, pipedrive_delivery
 from gateway_helpers import Mapped, gateway_raw, source
+from gateway_runner import events_of, read_topic
 
 PIPEDRIVE_DEALS = """\ufeffDeal - ID,Deal - Title,Deal - Owner,Deal - Value,Deal - Currency,Deal - Stage,Deal - Status,Deal - Deal created,Deal - Won time,Deal - Lost time,Deal - Expected close date,Deal - Organization
 1,Big one,Anna Schmidt,1200,EUR,1,open,2026-03-02 10:00:00,,,2026-04-30,2
@@ -106,3 +108,19 @@ def test_unknown_map_field_is_a_usage_error(tmp_path, capsys):
     assert main(["import", str(export), "--crm", "hubspot", "--kind", "deals",
                  "--config", str(write_config(tmp_path)), "--map", "colour=X",
                  "--output", str(tmp_path / "o")]) == 2
+
+
+@pytest.mark.kafka
+def test_import_sends_to_the_input_topic(tmp_path, capsys, kafka_broker, unique_name):
+    config = write_config(tmp_path)
+    topic = unique_name("in")
+    config.write_text(config.read_text()
+                      + f'\n[kafka]\nbootstrap_servers = "{kafka_broker.bootstrap}"\n'
+                      f'[topics]\ninput = "{topic}"\npartitions = 2\n')
+    export = tmp_path / "tasks.csv"
+    export.write_text(SALESFORCE_TASKS)
+    assert main(["import", str(export), "--crm", "salesforce", "--kind", "activities",
+                 "--config", str(config)]) == 0
+    assert "sent 1 events from 2 rows" in capsys.readouterr().out
+    [event] = events_of(read_topic(kafka_broker.bootstrap, topic))
+    assert (event["type"], event["rep_id"]) == ("activity.logged", "rep-017")
