@@ -243,3 +243,92 @@ async def simulate(config: Config, url: str, *, rate: float, duration: float | N
                 if delay > 0:
                     await asyncio.sleep(delay)
     return result
+
+
+DEMO_STAGES = (("discovery", 0.1, "pipeline"), ("qualification", 0.25, "pipeline"),
+               ("proposal", 0.5, "best_case"), ("negotiation", 0.75, "commit"))
+DEMO_CRM_STAGES = {
+    "pipedrive": ("1", "2", "3", "4"),
+    "hubspot": ("appointmentscheduled", "qualifiedtobuy", "presentationscheduled",
+                "decisionmakerboughtin"),
+    "salesforce": ("Prospecting", "Qualification", "Proposal/Price Quote",
+                   "Negotiation/Review"),
+}
+DEMO_TEAMS = {"emea": "EMEA", "dach": "DACH", "nordics": "Nordics"}
+DEMO_PEOPLE = (("rep-001", "emea", "Anna Schmidt"), ("rep-002", "emea", "Luca Rossi"),
+               ("rep-003", "emea", "Chloé Martin"), ("rep-004", "dach", "Jonas Weber"),
+               ("rep-005", "dach", "Lea Fischer"), ("rep-006", "nordics", "Erik Lund"),
+               ("rep-007", "nordics", "Sofia Nieminen"), ("rep-008", "dach", "Paul Bauer"))
+
+
+def write_demo_config(path: str, *, bootstrap: str = "localhost:9092", port: int = 8088,
+                      currency: str = "EUR") -> list[str]:
+    """Write a complete engine + gateway configuration and its roster for a local try-out.
+
+    One file serves the worker, the gateway and the simulator: ``[[pipeline.stages]]``, one
+    source of each kind with its stage mapping onto them, and a roster whose people have an
+    id in every CRM. Secrets are random, written into the file (a try-out, not production).
+    Returns the files written.
+    """
+    import secrets
+    from pathlib import Path
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    roster = target.with_name(target.stem + "-roster.toml").resolve()
+    roster_text = "[teams]\n" + "".join(f'{k} = "{v}"\n' for k, v in DEMO_TEAMS.items())
+    for n, (rep, team, name) in enumerate(DEMO_PEOPLE, start=1):
+        roster_text += (f'\n[[people]]\nrep_id = "{rep}"\nteam_id = "{team}"\nname = "{name}"\n'
+                        f'crm = {{ pipedrive = "{1000 + n}", hubspot = "{5000 + n}", '
+                        f'salesforce = "0055e00000DEMO{n:02d}AA" }}\n')
+    stages = "".join(f'\n[[pipeline.stages]]\nid = "{sid}"\nprobability = {p}\ncategory = "{c}"\n'
+                     for sid, p, c in DEMO_STAGES)
+
+    def stage_map(kind: str) -> str:
+        pairs = ", ".join(f'"{crm}" = "{ours}"'
+                          for crm, (ours, _, _) in zip(DEMO_CRM_STAGES[kind], DEMO_STAGES))
+        return "{ " + pairs + " }"
+
+    config = f"""# Written by `kpi-engine simulate-crm --write-config`: a local try-out of the CRM gateway.
+[calendar]
+timezone = "Europe/Berlin"
+[money]
+currency = "{currency}"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+{stages}
+[gateway]
+host = "127.0.0.1"
+port = {port}
+roster = "{roster}"
+unknown_user = "default_team"
+default_team = "unassigned"
+
+[[gateway.sources]]
+name = "pipedrive"
+kind = "pipedrive"
+username = "kpi-engine"
+secret = "{secrets.token_hex(12)}"
+stages = {stage_map("pipedrive")}
+
+[[gateway.sources]]
+name = "hubspot"
+kind = "hubspot"
+secret = "{secrets.token_hex(12)}"
+public_url = "http://127.0.0.1:{port}/hooks/hubspot"
+stages = {stage_map("hubspot")}
+
+[[gateway.sources]]
+name = "salesforce"
+kind = "salesforce"
+org_id = "00D5e000000DEMOEAA"
+stages = {stage_map("salesforce")}
+
+[[gateway.sources]]
+name = "scripts"
+kind = "contract"
+secret = "{secrets.token_hex(12)}"
+"""
+    target.write_text(config, encoding="utf-8")
+    roster.write_text(roster_text, encoding="utf-8")
+    return [str(target), str(roster)]

@@ -187,3 +187,51 @@ def test_worker_counts_exactly_what_the_deliveries_describe(kafka_broker, unique
         if worker.process is not None and worker.process.poll() is None:
             worker.process.terminate()
             worker.process.wait(timeout=60)
+
+
+def test_try_out_path_crm_simulator_to_worker(kafka_broker, unique_name, tmp_path):
+    """README's try-out: --write-config, a worker, the gateway, the simulator -> KPIs by rep."""
+    import asyncio
+
+    from engine.cli import main
+    from gateway.simulator import DEMO_PEOPLE, simulate
+
+    config_path = tmp_path / "try" / "gw.toml"
+    assert main(["simulate-crm", "--write-config", str(config_path),
+                 "--bootstrap", kafka_broker.bootstrap]) == 0
+    port = free_port()
+    text = config_path.read_text().replace(
+        "[gateway]\n", f'[gateway]\nstate_topic = "{unique_name("state")}"\n')
+    config_path.write_text(text + f"""
+[topics]
+input = "{unique_name('in')}"
+dead_letter = "{unique_name('dlq')}"
+partitions = 2
+[worker]
+app_id = "{unique_name('app')}"
+data_dir = "{tmp_path / 'data'}"
+web_host = "127.0.0.1"
+web_port = {port}
+""")
+    config = load_config(config_path)
+    worker = WorkerProcess(config_path, tmp_path / "worker.log", port).start()
+    try:
+        worker.wait_ready()
+        worker.wait_until(lambda: "read" in worker.events(), "the worker's state to be served")
+        with GatewayThread(config) as gw:
+            result = asyncio.run(simulate(config, gw.url, rate=0, duration=None, count=120,
+                                          redeliver=0.2, seed=11))
+        assert set(result.statuses) == {200}
+        assert read_topic(kafka_broker.bootstrap, config.topics.dead_letter) == []
+        records = read_topic(kafka_broker.bootstrap, config.topics.input)
+        worker.wait_until(lambda: worker.events().get("read") == len(records),
+                          f"all {len(records)} messages to be accounted for")
+        report = worker.report()
+        assert report["events"]["invalid"] == 0 and report["events"]["duplicate"] > 0
+        year = next(w for w in report["windows"] if w["period"] == "year" and w["offset"] == 0)
+        assert year["company"]["kpis"]["deals_created"] > 0
+        assert set(year["reps"]) & {rep for rep, _, _ in DEMO_PEOPLE}
+    finally:
+        if worker.process is not None and worker.process.poll() is None:
+            worker.process.terminate()
+            worker.process.wait(timeout=60)

@@ -25,12 +25,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--redeliver", type=float, default=0.1,
                         help="share of deliveries sent twice (default 0.1)")
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--write-config", metavar="FILE.toml",
+                        help="write a complete try-out configuration (pipeline stages, one "
+                             "source of each CRM, a roster beside it) and exit")
+    parser.add_argument("--bootstrap", default="localhost:9092",
+                        help="Kafka for --write-config (default localhost:9092)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.simulator import simulate
+    from gateway.simulator import simulate, write_demo_config
 
+    if args.write_config:
+        written = write_demo_config(args.write_config, bootstrap=args.bootstrap)
+        print("wrote " + " and ".join(written))
+        return 0
     config = load_config(args.config)
     url = args.url or f"http://{config.gateway.host}:{config.gateway.port}"
     result = asyncio.run(simulate(config, url, rate=args.rate, duration=args.duration,
