@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import traceback
 import urllib.error
 import urllib.request
 from typing import Any
@@ -45,7 +46,7 @@ class GatewayThread:
         try:
             asyncio.run(main())
         except BaseException as exc:  # reported by __enter__/__exit__
-            import traceback; traceback.print_exc()
+            traceback.print_exc()  # shown by pytest when the test fails
             self._error = exc
             self._ready.set()
 
