@@ -21,6 +21,24 @@ def event_id(source: str, *parts: object) -> str:
     return f"{source}-{digest[:24]}"
 
 
+def versioned_id(source: str, version_ms: int, *parts: object) -> str:
+    """``<source>-<16 hex digits>-v<version>``: one logical event in successive versions.
+
+    For a correction of a close (a won deal's amount edited): the corrected ``deal.closed``
+    keeps the close's ``occurred_at``, so the engine breaks the tie by ``event_id`` (SPEC §3),
+    and the version — the CRM's change time, zero-padded — makes the latest correction the
+    greatest id. A redelivery has the same change time, hence the same id.
+    """
+    digest = hashlib.sha256("\x1f".join([source, *map(str, parts)]).encode()).hexdigest()
+    return f"{source}-{digest[:16]}-v{max(version_ms, 0):015d}"
+
+
+def epoch_ms(timestamp: str) -> int:
+    """Milliseconds since the epoch of an RFC 3339 timestamp (as :func:`parse_crm_time` makes)."""
+    instant = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    return (instant - _EPOCH) // timedelta(milliseconds=1)
+
+
 def from_epoch_ms(ms: int) -> str:
     """An RFC 3339 UTC timestamp (milliseconds) for milliseconds since the epoch."""
     try:

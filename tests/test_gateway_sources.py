@@ -409,7 +409,7 @@ def test_edits_of_a_closed_deal_do_not_reopen_it(gateway):
     """A deal.updated after a close re-opens the deal (SPEC §7.3): edits of won deals emit none."""
     won = pipedrive_deal(1, status="won", value=2000.0, won_time="2026-03-05T15:00:00Z",
                          update_time="2026-03-07T10:00:00Z")
-    edit = mapped(gateway, "pipedrive", pipedrive_delivery("change", won, {"value": 1200.0}))
+    edit = mapped(gateway, "pipedrive", pipedrive_delivery("change", won, {"title": "x"}))
     assert edit.events == [] and edit.dead == []
     mapped(gateway, "hubspot", hs(
         hubspot_event("deal.creation", 520, T0),
@@ -445,3 +445,22 @@ def test_objects_waiting_for_an_owner_are_counted(gateway):
     mapped(gateway, "hubspot", hs(
         hubspot_event("deal.propertyChange", 540, T0, "hubspot_owner_id", "41629779")))
     assert gateway.states.waiting() == {"hubspot": 1}
+
+
+
+def test_a_corrected_won_amount_corrects_the_close_in_its_window(gateway):
+    """Pipedrive: the won deal's value edited two days later; the close keeps its time."""
+    won = pipedrive_deal(1, status="won", value=1200.0, won_time="2026-03-05T15:00:00Z",
+                         update_time="2026-03-05T15:00:00Z")
+    [close] = mapped(gateway, "pipedrive",
+                     pipedrive_delivery("change", won, {"status": "open"})).events
+    edited = pipedrive_deal(1, status="won", value=2000.0, won_time="2026-03-05T15:00:00Z",
+                            update_time="2026-03-07T10:00:00Z")
+    [correction] = mapped(gateway, "pipedrive",
+                          pipedrive_delivery("change", edited, {"value": 1200.0})).events
+    assert (correction["type"], correction["amount"], correction["occurred_at"]) == (
+        "deal.closed", 2000.0, close["occurred_at"])
+    # Same instant: the engine keeps the greater event id (SPEC §3), the later version.
+    assert correction["event_id"] > close["event_id"]
+    again = mapped(gateway, "pipedrive", pipedrive_delivery("change", edited, {"value": 1200.0}))
+    assert again.events == [correction]  # a redelivery is a duplicate

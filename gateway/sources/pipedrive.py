@@ -25,7 +25,14 @@ from typing import Any
 import orjson
 
 from gateway.delivery import INVALID_VALUE, UNSUPPORTED_OBJECT, Delivery, Emit, Unreadable
-from gateway.ids import event_id, local_midnight, money, parse_crm_time
+from gateway.ids import (
+    epoch_ms,
+    event_id,
+    local_midnight,
+    money,
+    parse_crm_time,
+    versioned_id,
+)
 from gateway.sources.base import MappingFailure, Source, attributed, secret_equals
 
 ACTIVITY_TYPES = {"call": "call", "email": "email", "meeting": "meeting", "demo": "demo"}
@@ -125,13 +132,17 @@ class PipedriveSource(Source):
         return events
 
     def _closed(self, data: dict, person: Any) -> dict[str, Any]:
+        """The close at ``won_time``/``lost_time``; versioned by ``update_time``, so that an
+        edit of the closed deal (its value, its owner) corrects the close in its window."""
         status = data["status"]
         when = data.get(f"{status}_time") or data.get("close_time") or data.get("update_time")
         if not when:
             raise MappingFailure(INVALID_VALUE, f"a {status} deal without {status}_time")
         occurred_at = parse_crm_time(when)
+        version = epoch_ms(parse_crm_time(data.get("update_time") or when))
         event = attributed({
-            "event_id": event_id(self.name, "deal", data["id"], "closed", status, occurred_at),
+            "event_id": versioned_id(self.name, version, "deal", data["id"], "closed", status,
+                                     occurred_at),
             "type": "deal.closed", "occurred_at": occurred_at, "deal_id": self._deal_id(data),
             "outcome": status, "customer_id": self._customer(data),
             "opened_at": parse_crm_time(data["add_time"]) if data.get("add_time") else None,
@@ -149,7 +160,11 @@ class PipedriveSource(Source):
             return [self._closed(data, self.person(self._owner(data)))]
         reopened = "status" in changed and status == "open"
         if status in ("won", "lost") and "status" not in changed:
-            return []  # an edit of a closed deal: a deal.updated would re-open it (SPEC §7.3)
+            # An edit of a closed deal: a deal.updated would re-open it (SPEC §7.3). A new value
+            # or owner corrects the close instead; other edits change nothing we count.
+            if changed & {"value", "owner_id", "user_id"}:
+                return [self._closed(data, self.person(self._owner(data)))]
+            return []
         if not changed - {"status"} and not reopened:
             return []
         occurred_at = parse_crm_time(data["update_time"])
