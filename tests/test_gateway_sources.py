@@ -416,8 +416,8 @@ def test_edits_of_a_closed_deal_do_not_reopen_it(gateway):
         hubspot_event("deal.propertyChange", 520, T0, "hubspot_owner_id", "41629779"),
         hubspot_event("deal.propertyChange", 520, T0 + 10, "dealstage", "closedwon")))
     later = mapped(gateway, "hubspot", hs(
-        hubspot_event("deal.propertyChange", 520, T0 + 99, "amount", "5"),
-        hubspot_event("deal.propertyChange", 520, T0 + 99, "hubspot_owner_id", "41629780")))
+        hubspot_event("deal.propertyChange", 520, T0 + 99, "closedate", str(T0)),
+        hubspot_event("deal.propertyChange", 520, T0 + 99, "hs_priority", "high")))
     assert later.events == []
     reopened = mapped(gateway, "hubspot", hs(
         hubspot_event("deal.propertyChange", 520, T0 + 500, "dealstage", "appointmentscheduled")))
@@ -464,3 +464,25 @@ def test_a_corrected_won_amount_corrects_the_close_in_its_window(gateway):
     assert correction["event_id"] > close["event_id"]
     again = mapped(gateway, "pipedrive", pipedrive_delivery("change", edited, {"value": 1200.0}))
     assert again.events == [correction]  # a redelivery is a duplicate
+
+
+
+def test_hubspot_corrected_amount_and_owner_correct_the_close(gateway):
+    mapped(gateway, "hubspot", hs(
+        hubspot_event("deal.creation", 521, T0),
+        hubspot_event("deal.propertyChange", 521, T0, "amount", "1000"),
+        hubspot_event("deal.propertyChange", 521, T0, "hubspot_owner_id", "41629779")))
+    [close] = mapped(gateway, "hubspot", hs(hubspot_event(
+        "deal.propertyChange", 521, T0 + 10_000, "dealstage", "closedwon"))).events
+    fixed = mapped(gateway, "hubspot", hs(
+        hubspot_event("deal.propertyChange", 521, T0 + 90_000, "amount", "1500"))).events
+    moved = mapped(gateway, "hubspot", hs(
+        hubspot_event("deal.propertyChange", 521, T0 + 95_000, "hubspot_owner_id",
+                      "41629780"))).events
+    summary = [(e["type"], e["occurred_at"], e["amount"], e["rep_id"])
+               for e in (close, *fixed, *moved)]
+    assert summary == [("deal.closed", "2026-03-02T09:00:10.000Z", 1000.0, "rep-017"),
+                       ("deal.closed", "2026-03-02T09:00:10.000Z", 1500.0, "rep-017"),
+                       ("deal.closed", "2026-03-02T09:00:10.000Z", 1500.0, "rep-018")]
+    ids = [close["event_id"], fixed[0]["event_id"], moved[0]["event_id"]]
+    assert ids == sorted(ids) and len(set(ids)) == 3  # the latest version wins the tie

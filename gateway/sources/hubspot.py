@@ -50,7 +50,7 @@ from gateway.delivery import (
     Reject,
     Unreadable,
 )
-from gateway.ids import event_id, from_epoch_ms, money
+from gateway.ids import event_id, from_epoch_ms, money, versioned_id
 from gateway.sources.base import MappingFailure, Source, attributed
 
 MAX_AGE_MS = 5 * 60 * 1000
@@ -209,16 +209,19 @@ class HubSpotSource(Source):
             if waiting or state["pending"]:
                 return self._deal_flush(object_id, state, origin)
             if closed:
-                return []  # an edit of a closed deal: a deal.updated would re-open it
+                return self._correct_close(object_id, state, at, origin)
             return [Emit(attributed(base, self.person(value)), origin)]
         if closed and name != "dealstage":
-            return []
+            # An edit of a closed deal: a deal.updated would re-open it (SPEC §7.3); a new
+            # amount corrects the close instead, other edits change nothing we count.
+            return self._correct_close(object_id, state, at, origin) if name == "amount" else []
         if name == "dealstage":
             if value in self.won or value in self.lost:
                 close = {"kind": "close", "outcome": "won" if value in self.won else "lost",
-                         "at": at, "amount": _prop(state, "amount")}
+                         "at": at, "amount": _prop(state, "amount"), "version": at}
                 state["pending"].append(close)
                 return self._deal_flush(object_id, state, origin)
+            state["closed"] = None  # out of won/lost: re-opened
             base["stage"] = self.stage(value)
             return [Emit(base, origin)]
         if name == "amount":
@@ -230,6 +233,18 @@ class HubSpotSource(Source):
             base["expected_close_at"] = from_epoch_ms(_int(value))
             return [Emit(base, origin)]
         return []
+
+    def _correct_close(self, object_id: object, state: dict, at: int,
+                       origin: bytes) -> list[Emit | Reject]:
+        """The emitted close again, at its own time, with today's amount and owner (version
+        ``at``: the greater id wins the engine's tie at that instant)."""
+        closed = state.get("closed")
+        if not closed:
+            return []
+        state["pending"].append({"kind": "close", "outcome": closed["outcome"],
+                                 "at": closed["at"], "amount": _prop(state, "amount"),
+                                 "version": at})
+        return self._deal_flush(object_id, state, origin)
 
     def _deal_flush(self, object_id: object, state: dict, origin: bytes) -> list[Emit | Reject]:
         """Emit what waits for the owner: the creation, then closes, once the owner is known."""
@@ -254,8 +269,9 @@ class HubSpotSource(Source):
         for pending in state["pending"]:
             amount = money(pending["amount"])
             event = attributed({
-                "event_id": event_id(self.name, "deal", object_id, "closed", pending["outcome"],
-                                     pending["at"]),
+                "event_id": versioned_id(self.name, pending.get("version", pending["at"]),
+                                         "deal", object_id, "closed", pending["outcome"],
+                                         pending["at"]),
                 "type": "deal.closed", "occurred_at": from_epoch_ms(pending["at"]),
                 "deal_id": self._deal_id(object_id), "outcome": pending["outcome"],
                 "customer_id": f"{self.name}-deal-{object_id}",
@@ -264,6 +280,7 @@ class HubSpotSource(Source):
             if pending["outcome"] == "won" or amount is not None:
                 event["amount"] = amount if amount is not None else 0.0
             out.append(Emit(event, origin))
+            state["closed"] = {"outcome": pending["outcome"], "at": pending["at"]}
         state["pending"] = []
         return out
 
