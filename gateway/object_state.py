@@ -12,6 +12,7 @@ with the events they explain and enter memory only once Kafka has acknowledged t
 from __future__ import annotations
 
 import asyncio
+import copy
 import contextlib
 import logging
 from typing import Any
@@ -115,3 +116,32 @@ async def _behind(consumer: AIOKafkaConsumer, partitions: list[TopicPartition],
         if await consumer.position(tp) < ends[tp]:
             return True
     return False
+
+
+class StateOverlay:
+    """Copies of the objects a delivery reads; all are written back to Kafka (each with its
+    version moved on), then committed to memory once Kafka acknowledged them."""
+
+    def __init__(self, store: ObjectStateStore | None) -> None:
+        self.store = store
+        self.changed: dict[str, dict] = {}
+        self.ignored = 0
+
+    def get(self, key: str) -> dict:
+        if key not in self.changed:
+            current = self.store.get(key) if self.store is not None else None
+            self.changed[key] = copy.deepcopy(current) if current else {
+                "v": 0, "created_at": None, "created_emitted": False, "props": {}, "pending": []}
+        return self.changed[key]
+
+    def records(self) -> list[tuple[bytes, bytes]]:
+        out = []
+        for key, state in self.changed.items():
+            state["v"] = state.get("v", 0) + 1
+            out.append((key.encode(), orjson.dumps(state)))
+        return out
+
+    def commit(self) -> None:
+        if self.store is not None:
+            for key, state in self.changed.items():
+                self.store.put(key, state)

@@ -44,7 +44,7 @@ class Gateway:
         self.config = config
         self.gate = EventGate(config)
         self.publisher = Publisher(config)
-        needs_state = any(s.kind == "hubspot" for s in config.gateway.sources)
+        needs_state = any(s.kind in ("hubspot", "salesforce") for s in config.gateway.sources)
         self.states = ObjectStateStore(config) if needs_state else None
         people = attribution(config.gateway)
         context = MappingContext(people, config.calendar.zone, config.money.currency,

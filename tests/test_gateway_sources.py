@@ -486,3 +486,23 @@ def test_hubspot_corrected_amount_and_owner_correct_the_close(gateway):
                        ("deal.closed", "2026-03-02T09:00:10.000Z", 1500.0, "rep-018")]
     ids = [close["event_id"], fixed[0]["event_id"], moved[0]["event_id"]]
     assert ids == sorted(ids) and len(set(ids)) == 3  # the latest version wins the tie
+
+
+def test_salesforce_edit_of_a_closed_opportunity_corrects_its_close(gateway):
+    won = sf_opportunity(stage="Closed Won", closed=True, won=True, amount="5000.0",
+                         modified="2026-03-09T12:00:00.000Z")
+    [close] = mapped(gateway, "salesforce", salesforce_message(won)).events
+    edited = sf_opportunity(stage="Closed Won", closed=True, won=True, amount="6500.0",
+                            modified="2026-04-02T08:00:00.000Z")
+    [fix] = mapped(gateway, "salesforce", salesforce_message(edited)).events
+    assert (fix["occurred_at"], fix["amount"]) == ("2026-03-09T12:00:00.000Z", 6500.0)
+    assert fix["event_id"] > close["event_id"]  # the latest version wins the tie
+    again = mapped(gateway, "salesforce", salesforce_message(won)).events
+    assert again == [close]  # a late redelivery of the first message is a duplicate
+    reopened = mapped(gateway, "salesforce", salesforce_message(sf_opportunity(
+        stage="Prospecting", amount="6500.0", modified="2026-04-03T08:00:00.000Z"))).events
+    assert [e["type"] for e in reopened] == ["deal.updated"]
+    lost = mapped(gateway, "salesforce", salesforce_message(sf_opportunity(
+        stage="Closed Lost", closed=True, modified="2026-04-20T08:00:00.000Z"))).events
+    assert [(e["outcome"], e["occurred_at"]) for e in lost] == [
+        ("lost", "2026-04-20T08:00:00.000Z")]

@@ -16,7 +16,9 @@ events waiting for an owner) is assembled in :class:`gateway.object_state.Object
 - ``deal.propertyChange`` ``hubspot_owner_id``: emits a waiting ``deal.created`` (or a waiting
   close), else a ``deal.updated`` with the new team and rep; ``dealstage`` into a won or lost
   stage id (configured) is a ``deal.closed`` with the amount known at that point, another stage
-  a ``deal.updated``; ``amount`` and ``closedate`` are ``deal.updated``.
+  a ``deal.updated``; ``amount`` and ``closedate`` are ``deal.updated``. On a closed deal a new
+  amount or owner corrects the close in place (:func:`gateway.ids.versioned_id`), other
+  changes are ignored.
 - ``contact.creation``: ``lead.created``, attributed when the owner is known.
 - ``contact.propertyChange`` ``lifecyclestage`` into a qualified value (configured, default
   ``salesqualifiedlead``): ``lead.qualified`` once the owner is known.
@@ -32,7 +34,6 @@ and a ``deal.created`` waiting for its owner carries the stage and amount of the
 from __future__ import annotations
 
 import base64
-import copy
 import hashlib
 import hmac
 import time
@@ -51,6 +52,7 @@ from gateway.delivery import (
     Unreadable,
 )
 from gateway.ids import event_id, from_epoch_ms, money, versioned_id
+from gateway.object_state import StateOverlay
 from gateway.sources.base import MappingFailure, Source, attributed
 
 MAX_AGE_MS = 5 * 60 * 1000
@@ -141,7 +143,7 @@ class HubSpotSource(Source):
         document.sort(key=lambda e: (_int(e.get("occurredAt")),
                                      order.get(str(e.get("subscriptionType", "")).split(".")[-1], 2),
                                      last.get(str(e.get("propertyName")), 0)))
-        work = _Overlay(self.context.states)
+        work = StateOverlay(self.context.states)
         delivery = Delivery()
         for item in document:
             origin = orjson.dumps(item)
@@ -158,7 +160,7 @@ class HubSpotSource(Source):
 
     # -- one event -------------------------------------------------------------------------------
 
-    def _apply(self, item: dict, origin: bytes, work: _Overlay) -> list[Emit | Reject]:
+    def _apply(self, item: dict, origin: bytes, work: StateOverlay) -> list[Emit | Reject]:
         kind = str(item.get("subscriptionType", ""))
         object_type, _, change = kind.partition(".")
         object_id = item.get("objectId")
@@ -377,35 +379,6 @@ def _ms(text: object) -> int:
         return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
     except ValueError:
         return 0
-
-
-class _Overlay:
-    """Copies of the objects a delivery reads; all are written back to Kafka (each with its
-    version moved on), then committed to memory once Kafka acknowledged them."""
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-        self.changed: dict[str, dict] = {}
-        self.ignored = 0
-
-    def get(self, key: str) -> dict:
-        if key not in self.changed:
-            current = self.store.get(key) if self.store is not None else None
-            self.changed[key] = copy.deepcopy(current) if current else {
-                "v": 0, "created_at": None, "created_emitted": False, "props": {}, "pending": []}
-        return self.changed[key]
-
-    def records(self) -> list[tuple[bytes, bytes]]:
-        out = []
-        for key, state in self.changed.items():
-            state["v"] = state.get("v", 0) + 1
-            out.append((key.encode(), orjson.dumps(state)))
-        return out
-
-    def commit(self) -> None:
-        if self.store is not None:
-            for key, state in self.changed.items():
-                self.store.put(key, state)
 
 
 def _prop(state: dict, name: str) -> Any:

@@ -15,7 +15,9 @@ Each notification is the object's state after a save (the fields configured for 
 
 - Opportunity: ``deal.created`` when ``CreatedDate`` equals ``LastModifiedDate``, else
   ``deal.updated`` with stage, amount, close date and owner at ``LastModifiedDate``;
-  ``IsClosed`` adds a ``deal.closed`` (``IsWon``) at ``LastModifiedDate``.
+  ``IsClosed`` is a ``deal.closed`` (``IsWon``) at the ``LastModifiedDate`` of the first message
+  that showed it closed (kept in the state topic): a later edit of the closed opportunity
+  corrects that close in place (see :func:`gateway.ids.versioned_id`).
 - Lead: ``lead.created`` on creation; ``lead.qualified`` when ``Status`` is a configured
   qualified value (default ``Qualified``) or ``IsConverted`` is true.
 - Task: ``activity.logged`` once ``IsClosed`` (or ``Status`` ``Completed``), at
@@ -32,7 +34,15 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring, tostring
 
 from gateway.delivery import INVALID_VALUE, UNSUPPORTED_OBJECT, Delivery, Emit, Unreadable
-from gateway.ids import event_id, local_midnight, money, parse_crm_time
+from gateway.ids import (
+    epoch_ms,
+    event_id,
+    local_midnight,
+    money,
+    parse_crm_time,
+    versioned_id,
+)
+from gateway.object_state import StateOverlay
 from gateway.sources.base import Answer, ItemResult, MappingFailure, Source, attributed
 
 SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -55,7 +65,7 @@ class SalesforceSource(Source):
     def authenticate(self, method: str, headers: Mapping[str, str], body: bytes) -> bool:
         return True  # the organisation id inside the message is checked in map()
 
-    async def map(self, body: bytes) -> Delivery:
+    def _notifications(self, body: bytes) -> Element:
         try:
             root = fromstring(body, forbid_dtd=True)
         except (ParseError, DefusedXmlException, ValueError) as exc:
@@ -63,19 +73,41 @@ class SalesforceSource(Source):
         notifications = root.find(f"{{{SOAP}}}Body/{{{OUTBOUND}}}notifications")
         if notifications is None:
             raise Unreadable("not a Salesforce outbound message (no notifications element)")
+        return notifications
+
+    def state_keys(self, body: bytes) -> list[str]:
+        """Opportunities keep their first close time in the state topic (see ``_opportunity``)."""
+        try:
+            notifications = self._notifications(body)
+        except Unreadable:
+            return []
+        keys = set()
+        for sobject in notifications.iter(f"{{{OUTBOUND}}}sObject"):
+            if (sobject.get(f"{{{XSI}}}type") or "").endswith("Opportunity"):
+                record_id = next((c.text for c in sobject if c.tag.endswith("}Id")), None)
+                if record_id:
+                    keys.add(self._key(record_id.strip()))
+        return sorted(keys)
+
+    def _key(self, record_id: str) -> str:
+        return f"{self.name}|opp|{record_id}"
+
+    async def map(self, body: bytes) -> Delivery:
+        notifications = self._notifications(body)
         org = (notifications.findtext(f"{{{OUTBOUND}}}OrganizationId") or "").strip()
         expected = self.config.org_id or ""
         if not org or org[:15] != expected[:15]:
             from gateway.delivery import Unauthorized
             raise Unauthorized()
         delivery = Delivery()
+        work = StateOverlay(self.context.states)
         for notification in notifications.findall(f"{{{OUTBOUND}}}Notification"):
             origin = tostring(notification)
             sobject = notification.find(f"{{{OUTBOUND}}}sObject")
             try:
                 if sobject is None:
                     raise MappingFailure(INVALID_VALUE, "a notification without sObject")
-                events = self._events(sobject)
+                events = self._events(sobject, work)
             except MappingFailure as failure:
                 delivery.items.append(self.reject(failure, origin))
                 continue
@@ -85,6 +117,8 @@ class SalesforceSource(Source):
             if not events:
                 delivery.ignored += 1
             delivery.items.extend(Emit(event, origin) for event in events)
+        delivery.state = work.records()
+        delivery.commit = work.commit
         return delivery
 
     def answer(self, delivery: Delivery, results: list[ItemResult]) -> Answer:
@@ -92,21 +126,21 @@ class SalesforceSource(Source):
 
     # -- mapping ---------------------------------------------------------------------------------
 
-    def _events(self, sobject: Element) -> list[dict[str, Any]]:
+    def _events(self, sobject: Element, work: StateOverlay) -> list[dict[str, Any]]:
         object_type = (sobject.get(f"{{{XSI}}}type") or "").rpartition(":")[2]
         fields = {child.tag.rpartition("}")[2]: (child.text or "").strip()
                   for child in sobject if child.get(f"{{{XSI}}}nil") != "true"}
         if not fields.get("Id"):
             raise MappingFailure(INVALID_VALUE, f"a {object_type or 'record'} without Id")
         if object_type == "Opportunity":
-            return self._opportunity(fields)
+            return self._opportunity(fields, work)
         if object_type == "Lead":
             return self._lead(fields)
         if object_type == "Task":
             return self._task(fields)
         raise MappingFailure(UNSUPPORTED_OBJECT, f"Salesforce {object_type or '?'} is not mapped")
 
-    def _opportunity(self, f: dict[str, str]) -> list[dict[str, Any]]:
+    def _opportunity(self, f: dict[str, str], work: StateOverlay) -> list[dict[str, Any]]:
         record_id = f["Id"]
         modified = parse_crm_time(f["LastModifiedDate"])
         created = parse_crm_time(f["CreatedDate"]) if f.get("CreatedDate") else None
@@ -130,12 +164,24 @@ class SalesforceSource(Source):
             events.append(attributed({
                 "event_id": event_id(self.name, "opp", record_id, "updated", modified),
                 "type": "deal.updated", "occurred_at": modified, **fields}, person))
-        if closed:
+        state = work.get(self._key(record_id))
+        if not closed:
+            state["closed"] = None
+        else:
+            # The first message that shows the close fixes its time; a later edit of the closed
+            # opportunity (an amount, an owner) is the same close corrected, versioned by its
+            # LastModifiedDate so that the latest correction wins the engine's tie.
             won = f.get("IsWon") == "true"
+            outcome = "won" if won else "lost"
+            previous = state.get("closed")
+            closed_at = (previous["at"] if previous and previous["outcome"] == outcome
+                         else modified)
+            state["closed"] = {"outcome": outcome, "at": closed_at}
             close = attributed({
-                "event_id": event_id(self.name, "opp", record_id, "closed", modified),
-                "type": "deal.closed", "occurred_at": modified, "deal_id": deal_id,
-                "outcome": "won" if won else "lost", "customer_id": customer,
+                "event_id": versioned_id(self.name, epoch_ms(modified), "opp", record_id,
+                                         "closed", outcome, closed_at),
+                "type": "deal.closed", "occurred_at": closed_at, "deal_id": deal_id,
+                "outcome": outcome, "customer_id": customer,
                 "opened_at": created}, person)
             if won or fields["amount"] is not None:
                 close["amount"] = fields["amount"] if fields["amount"] is not None else 0.0
