@@ -108,3 +108,15 @@ def test_salesforce_fields_of_any_text(tmp_path_factory, field, value):
     body = salesforce_message(opportunity[:start] + value + opportunity[end:])
     check(gateway(tmp_path_factory), "salesforce", body)
 
+
+
+@SLOW
+@given(properties=st.dictionaries(
+    st.sampled_from(["dealstage", "amount", "closedate", "hubspot_owner_id", "createdate",
+                     "hs_lastmodifieddate", "lifecyclestage"]),
+    JSON | st.fixed_dictionaries({"value": JSON, "timestamp": JSON}), max_size=7),
+    identity=st.sampled_from(["dealId", "vid", "id"]), object_id=JSON)
+def test_hubspot_workflow_objects_of_any_shape(tmp_path_factory, properties, identity, object_id):
+    body = orjson.dumps({identity: object_id, "properties": properties,
+                         "updatedAt": "2026-03-02T09:00:00Z"})
+    check(gateway(tmp_path_factory), "hubspot", body)

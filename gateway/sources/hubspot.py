@@ -56,6 +56,7 @@ from gateway.object_state import StateOverlay
 from gateway.sources.base import MappingFailure, Source, attributed
 
 MAX_AGE_MS = 5 * 60 * 1000
+MAX_INSTANT_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the contract's last instant
 # Characters HubSpot's v3 instructions decode in the URI before signing.
 _URI_DECODE = {"%3A": ":", "%2F": "/", "%3F": "?", "%40": "@", "%21": "!", "%24": "$",
                "%27": "'", "%28": "(", "%29": ")", "%2A": "*", "%2C": ",", "%3B": ";"}
@@ -165,7 +166,7 @@ class HubSpotSource(Source):
         object_type, _, change = kind.partition(".")
         object_id = item.get("objectId")
         at = _int(item.get("occurredAt"))
-        if object_id is None or at <= 0:
+        if object_id is None or not 0 < at <= MAX_INSTANT_MS:
             raise MappingFailure(INVALID_VALUE, "a HubSpot event needs objectId and occurredAt")
         if object_type not in ("deal", "contact") or change not in ("creation", "propertyChange"):
             raise MappingFailure(UNSUPPORTED_OBJECT, f"HubSpot {kind} is not mapped")
@@ -387,9 +388,12 @@ def _prop(state: dict, name: str) -> Any:
 
 
 def _int(value: object) -> int:
+    """A millisecond instant (number or digits); 0 when it is none or outside the contract's
+    years 1970–9999 (0 is then refused as "needs occurredAt", or ignored)."""
     if isinstance(value, bool):
         return 0
     try:
-        return int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
+        number = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError, OverflowError):
         return 0
+    return number if 0 <= number <= MAX_INSTANT_MS else 0
