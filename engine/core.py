@@ -21,7 +21,16 @@ from typing import Final
 from engine.calendar import SLOT_US, Calendar
 from engine.config import CalendarConfig, PipelineConfig
 from engine.event import Event
-from engine.lifecycle import CLOSED, CREATED, NO_STAGE, UPDATED, DealState, Step, advance
+from engine.lifecycle import (
+    CLOSED,
+    CREATED,
+    NO_STAGE,
+    UPDATED,
+    DealState,
+    StageFlow,
+    Step,
+    advance,
+)
 from engine.measures import (
     ACTIVITY_INDEX,
     CYCLE_COUNT,
@@ -424,30 +433,42 @@ class Core:
     def _step(self, deal_id: str, deal: Deal, step: Step) -> None:
         """Insert a lifecycle step in order and redo the walk from there (SPEC §7.3).
 
-        Steps mostly arrive in order, so the walk is usually the new last step alone. The
+        Steps mostly arrive in order: then the walk is the new last step alone. Otherwise the
         stage flows of the steps walked again are taken out and put back as they now are.
         """
         steps, states = deal.steps, deal.states
-        i = len(steps)
+        n = len(steps)
+        if n == 0 or not step.before(steps[n - 1]):
+            state, flow = advance(states[n - 1] if n else None, step)
+            steps.append(step)
+            states.append(state)
+            if flow is not None:
+                self._put_flow(deal_id, step, state, flow)
+            return
+        i = n - 1
         while i > 0 and step.before(steps[i - 1]):
             i -= 1
         steps.insert(i, step)
         del states[i:]
-        for j in range(i, len(steps)):
+        for j in range(i, n + 1):
             current = steps[j]
-            key = ("sf", deal_id, current.event_id)
             if j > i:
-                self._drop(key, current.ts)
+                self._drop(("sf", deal_id, current.event_id), current.ts)
             state, flow = advance(states[j - 1] if j > 0 else None, current)
             states.append(state)
             if flow is not None:
-                values: Values = ()
-                if flow.entered != NO_STAGE:
-                    values = ((stage_measure(flow.entered, STAGE_ENTRIES), 1),)
-                if flow.ended != NO_STAGE:
-                    values += ((stage_measure(flow.ended, STAGE_STAY_SUM_US), flow.stay),
-                               (stage_measure(flow.ended, STAGE_STAYS), 1))
-                self._put(key, Contribution(current.ts, state.team, state.rep, False, values))
+                self._put_flow(deal_id, current, state, flow)
+
+    def _put_flow(self, deal_id: str, step: Step, state: DealState, flow: StageFlow) -> None:
+        """A step's stage entry and/or stay end, for the deal's scope after the step."""
+        values: Values = ()
+        if flow.entered != NO_STAGE:
+            values = ((stage_measure(flow.entered, STAGE_ENTRIES), 1),)
+        if flow.ended != NO_STAGE:
+            values += ((stage_measure(flow.ended, STAGE_STAY_SUM_US), flow.stay),
+                       (stage_measure(flow.ended, STAGE_STAYS), 1))
+        self._put(("sf", deal_id, step.event_id),
+                  Contribution(step.ts, state.team, state.rep, False, values))
 
     def _deal_closed(self, e: Event) -> None:
         deal_id, team, rep = e.deal_id, e.team_id, e.rep_id
@@ -455,11 +476,18 @@ class Core:
         deal = self.deals.get(deal_id)
         if deal is None:
             deal = self.deals[deal_id] = Deal()
-        self._drop_deal(deal_id, deal)
+        # Only the latest close counts (SPEC §6.5), and the creation does not depend on the
+        # closes: the deal's close contribution changes only when the latest close does.
+        closes = deal.closes
+        before = closes[-1] if closes else None
         won = e.outcome == "won"
         amount = (e.amount or 0) if won else 0
-        insort(deal.closes, Close(e.ts, e.event_id, team, rep, won, amount, e.opened_at))
-        self._put_deal(deal_id, deal)
+        insort(closes, Close(e.ts, e.event_id, team, rep, won, amount, e.opened_at))
+        latest = closes[-1]
+        if latest is not before:
+            if before is not None:
+                self._drop(("dx", deal_id), before.ts)
+            self._put(("dx", deal_id), close_contribution(deal.created, latest))
         self._step(deal_id, deal, Step(e.ts, e.event_id, CLOSED, NO_STAGE, e.amount, None,
                                        team, rep))
 
@@ -623,16 +651,21 @@ def deal_contributions(deal_id: str, deal: Deal, as_of: int | None
     if as_of is not None:
         closes = [c for c in closes if c.ts < as_of]
     if closes:
-        close = closes[-1]
-        if close.won:
-            opened = created.ts if created is not None else close.opened_at
-            values: tuple[tuple[int, int], ...] = ((DEALS_WON, 1), (REVENUE_WON, close.amount))
-            if opened is not None:
-                values += ((CYCLE_SUM_US, max(0, close.ts - opened)), (CYCLE_COUNT, 1))
-        else:
-            values = ((DEALS_LOST, 1),)
-        out.append((("dx", deal_id), Contribution(close.ts, close.team, close.rep, True, values)))
+        out.append((("dx", deal_id), close_contribution(created, closes[-1])))
     return out
+
+
+def close_contribution(created: Attributed | None, close: Close) -> Contribution:
+    """The effect of a deal's latest close; a won close's cycle runs from the (visible)
+    ``deal.created``, else from the close's own ``opened_at``."""
+    if close.won:
+        opened = created.ts if created is not None else close.opened_at
+        values: tuple[tuple[int, int], ...] = ((DEALS_WON, 1), (REVENUE_WON, close.amount))
+        if opened is not None:
+            values += ((CYCLE_SUM_US, max(0, close.ts - opened)), (CYCLE_COUNT, 1))
+    else:
+        values = ((DEALS_LOST, 1),)
+    return Contribution(close.ts, close.team, close.rep, True, values)
 
 
 def customer_contributions(customer_id: str, customer: Customer
