@@ -18,8 +18,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
+from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
 
 from engine.calendar import REPORT_WINDOWS, Calendar
 from engine.components import UNITS, components
@@ -111,6 +113,25 @@ class KpiCollector(Collector):
         cores = self.cores_provider()
         families = components_to_families(components(cores, self.calendar, as_of))
         yield from families.values()
+        yield from self._other_families(as_of, started)
+
+    def exposition(self) -> bytes:
+        """The Prometheus text of everything :meth:`collect` yields, written directly.
+
+        Why: with the pipeline a worker exports some 30,000 component samples, and building
+        ``prometheus_client`` sample objects and formatting them one by one costs most of a
+        scrape (~0.65 s over two years of state, against ~0.05 s here). The text is the same
+        exposition format; ``tests/test_collector.py`` holds it to ``generate_latest``'s.
+        """
+        started = time.perf_counter()
+        as_of = self.clock()
+        comps = components(self.cores_provider(), self.calendar, as_of)
+        head = components_text(comps)
+        registry = CollectorRegistry()
+        registry.register(_Families(lambda: self._other_families(as_of, started)))
+        return head + generate_latest(registry)
+
+    def _other_families(self, as_of: int, started: float) -> Iterator[Metric]:
         yield from _static_families(self.config, self.targets)
         yield GaugeMetricFamily("kpi_as_of_timestamp_seconds", _AS_OF_HELP, value=as_of / MICRO)
         starts = GaugeMetricFamily("kpi_window_start_timestamp_seconds", _START_HELP,
@@ -131,6 +152,48 @@ _AS_OF_HELP = "The instant (Unix seconds) the exported windows and components re
 _START_HELP = "Start of each reported window (Unix seconds), by period and offset."
 _END_HELP = "End of each reported window (Unix seconds), by period and offset."
 _DURATION_HELP = "Time this process took to compute the KPI components for this scrape."
+
+
+class _Families(Collector):
+    def __init__(self, families: Callable[[], Iterator[Metric]]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return self.families()
+
+
+def components_text(comps: dict) -> bytes:
+    """The exposition text of :func:`components_to_families`' gauges, in the same order:
+    ``# HELP``/``# TYPE`` per family, then one line per sample, labels sorted by name as
+    ``prometheus_client`` writes them. Label strings are made once
+    per distinct label set (a few thousand, shared by all components of a scope)."""
+    by_name: dict[str, list[str]] = {}
+    label_text: dict[tuple, str] = {}
+    for (name, labels), value in comps.items():
+        lines = by_name.get(name)
+        if lines is None:
+            lines = by_name[name] = []
+        text = label_text.get(labels)
+        if text is None:
+            text = label_text[labels] = "{" + ",".join(
+                f'{k}="{_escape_label(v)}"' for k, v in sorted(labels)) + "}" if labels else ""
+        divisor = UNIT_DIVISORS[UNITS[name]]
+        lines.append(f"{PREFIX}{name}{text} "
+                     f"{floatToGoString(value if divisor == 1 else value / divisor)}\n")
+    out: list[str] = []
+    for name, lines in by_name.items():
+        out.append(f"# HELP {PREFIX}{name} {_escape_help(_help(name))}\n"
+                   f"# TYPE {PREFIX}{name} gauge\n")
+        out.extend(lines)
+    return "".join(out).encode()
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
 
 
 def components_to_families(comps: dict) -> dict[str, GaugeMetricFamily]:

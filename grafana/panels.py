@@ -48,6 +48,10 @@ NO_VALUE = "–"
 # Threshold colours: attainment (share of a target) and signed growth.
 ATTAINMENT = [(None, "red"), (0.7, "orange"), (1.0, "green")]
 GROWTH = [(None, "red"), (0.0, "green")]
+# Pace (SPEC §7.5: the KPI over where the target should be by now): behind below 1.
+PACE = [(None, "red"), (0.9, "orange"), (1.0, "green")]
+# Pipeline coverage (due pipeline over what is left to the target): 3x is the usual rule.
+COVERAGE = [(None, "red"), (1.0, "orange"), (3.0, "green")]
 NEUTRAL = [(None, "blue")]
 
 
@@ -150,13 +154,14 @@ def joined_table(title: str, description: str, key: str,
     """One row per ``key`` label value, one column per query: ``(header, expr, unit)``.
 
     Instant queries in table format, merged on their shared labels; the bookkeeping columns
-    (``Time``, ``period``, ``offset``, ``scope``, ``kpi``) are hidden.
+    (``Time``, ``period``, ``offset``, ``scope``, ``kpi``, ``stage``…) are hidden.
     """
     queries = [Q(expr, header) for header, expr, _ in columns]
     refs = [chr(ord("A") + i) for i in range(len(columns))]
     rename = {f"Value #{ref}": header for ref, (header, _, _) in zip(refs, columns, strict=True)}
     order = {key: 0} | {header: i + 1 for i, (header, _, _) in enumerate(columns)}
-    hidden = {name: True for name in ("Time", "period", "offset", "scope", "kpi", "team", "rep")
+    hidden = {name: True for name in ("Time", "period", "offset", "scope", "kpi", "team", "rep",
+                                              "stage", "category")
               if name != key}
     panel = (_table().title(title).description(description).datasource(DATASOURCE)
              .targets(_targets(queries, instant=True, as_table=True)).span(w).height(h)

@@ -1,7 +1,7 @@
 """The worker's own Prometheus metrics: what happened to every consumed message.
 
-(The KPI gauges themselves come from :class:`engine.collector.KpiCollector`, registered on the
-same registry by :mod:`streams.worker` behind :class:`WhenReady`.)
+(The KPI gauges themselves come from :class:`engine.collector.KpiCollector`, whose text
+:mod:`streams.worker` adds to :meth:`WorkerMetrics.exposition` while the worker is ready.)
 
 Why a dedicated :class:`~prometheus_client.CollectorRegistry`: several apps can live in one
 process (tests), and ``GET /metrics`` must show exactly this worker's series, not whatever a
@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -71,6 +71,16 @@ class WorkerMetrics:
         self.totals: Tally[str] = Tally()
         self.lag: dict[tuple[str, int], int] = {}
         self.registry.register(_LagCollector(self))
+        self._texts: list[Callable[[], bytes]] = []
+
+    def add_text(self, text: Callable[[], bytes]) -> None:
+        """A source of exposition text written without the registry (the KPI gauges: tens of
+        thousands of samples, :meth:`engine.collector.KpiCollector.exposition`)."""
+        self._texts.append(text)
+
+    def exposition(self) -> bytes:
+        """What ``GET /metrics`` answers: the registry's metrics, then the added texts."""
+        return generate_latest(self.registry) + b"".join(text() for text in self._texts)
 
     def bind_state(self, ready: Callable[[], bool], partitions: Callable[[], int]) -> None:
         """Gauges read from live state at scrape time (never copied, so never stale)."""
@@ -105,26 +115,6 @@ class WorkerMetrics:
     def count_replays(self, n: int) -> None:
         if n:
             self.replays.inc(n)
-
-
-class WhenReady(Collector):
-    """Another collector's metrics, exported only while the worker is ready.
-
-    While partitions are being recovered the cores are partial; exporting their KPIs would show
-    a false drop. Absent series are marked stale by Prometheus instead, which is the truth.
-    """
-
-    def __init__(self, inner: Collector, ready: Callable[[], bool]) -> None:
-        self.inner = inner
-        self.ready = ready
-
-    def describe(self) -> Iterator[Metric]:
-        describe = getattr(self.inner, "describe", None)
-        return iter(describe()) if describe is not None else iter(())
-
-    def collect(self) -> Iterator[Metric]:
-        if self.ready():
-            yield from self.inner.collect()
 
 
 class _LagCollector(Collector):

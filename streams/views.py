@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import faust
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from engine.calendar import Calendar
 from engine.config import Config
@@ -41,7 +41,7 @@ def register_views(app: faust.App, config: Config, cores: PartitionCores,
     async def prometheus_metrics(view: faust.web.View,
                                  request: faust.web.Request) -> faust.web.Response:
         """Prometheus text exposition of this worker's registry."""
-        return view.bytes(generate_latest(metrics.registry),
+        return view.bytes(metrics.exposition(),
                           headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.page("/ready", name="kpi-ready")

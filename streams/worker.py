@@ -35,7 +35,7 @@ from streams.heap import HeapKeeper
 from streams.ingest import Ingest
 from streams.ingest_process import IngestProcess
 from streams.kafka import FatalHandler, exit_on_kafka_failure
-from streams.metrics import WhenReady, WorkerMetrics
+from streams.metrics import WorkerMetrics
 from streams.retention import RETENTION_INTERVAL_SECONDS, Retention
 from streams.tables import LedgerTable, PartitionCores
 from streams.topics import LEDGER_TABLE, Topics, declare_topics
@@ -113,7 +113,8 @@ def build_worker(config: Config, *, on_fatal: FatalHandler = exit_on_kafka_failu
     app.tables.add(table)
     metrics.bind_state(lambda: cores.ready, lambda: len(cores))
     kpis = KpiCollector(cores.active_cores, Calendar(config.calendar), config)
-    metrics.registry.register(WhenReady(kpis, lambda: cores.ready))
+    # Exported only while ready: partial cores during recovery would show a false drop.
+    metrics.add_text(lambda: kpis.exposition() if cores.ready else b"")
     ingest: Ingest | IngestProcess
     if ingest_in_process:
         ingest = Ingest(config, metrics, on_fatal=on_fatal, on_crash=app.crash,

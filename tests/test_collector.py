@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 import time
 import zlib
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from prometheus_server import Prometheus
 
 HERE = Path(__file__).parent
 EXAMPLE = HERE / "golden" / "small"
+PIPELINE = HERE / "golden" / "pipeline"
 RULES = HERE.parent / "prometheus" / "rules" / "kpi_recording.yml"
 HOUR_US = 3600 * MICRO
 
@@ -74,7 +76,7 @@ def example() -> tuple[Config, int, list[Event]]:
 
 
 def one_core(config: Config, events: list[Event]) -> Core:
-    core = Core(config.calendar)
+    core = Core(config.calendar, config.pipeline)
     for event in events:
         core.apply(event)
     return core
@@ -433,3 +435,31 @@ def test_prometheus_recording_rules_reproduce_the_expected_report(prometheus):
     # both workers contribute: each holds part of the company's revenue
     parts = prometheus.query('kpi_revenue_won{period="year",offset="0",scope="company"} > 0')
     assert len(parts) == 2
+
+
+def test_direct_exposition_equals_the_registry_exposition(example):
+    """``KpiCollector.exposition()`` writes the text itself (fast); it must say exactly what
+    ``generate_latest`` says of the same collector, line for line except the timing gauge."""
+    config, as_of, events = example
+    config = replace(config, pipeline=load_config(PIPELINE / "config.toml").pipeline)
+    core = one_core(config, events)
+    registry = CollectorRegistry()
+    collector = KpiCollector(lambda: [core], core.calendar, config, clock=lambda: as_of,
+                             registry=registry)
+
+    def lines(text: bytes) -> list[str]:
+        return [line for line in text.decode().splitlines()
+                if not line.startswith("kpi_collect_duration_seconds ")]
+
+    direct, reference = lines(collector.exposition()), lines(generate_latest(registry))
+    assert direct == reference
+    assert sum(1 for line in direct if line.startswith("kpi_pipeline_open_amount{")) > 100
+
+
+def test_direct_exposition_escapes_label_values():
+    from engine.collector import components_text
+
+    text = components_text({("revenue_won", (("period", "month"), ("team", 'a"b\\c\nd'))): 5})
+    families = list(text_string_to_metric_families(text.decode()))
+    assert families[0].samples[0].labels["team"] == 'a"b\\c\nd'
+    assert families[0].samples[0].value == 5e-6

@@ -11,8 +11,11 @@ with the project's recording rules. Then:
    report window, at company, team and rep scope.
 
 After the history, a 6-second burst of live events (``generate --rate``, stamped now) gives
-"today" deals and closes also on a weekend, when the history has none. The worker's time zone
-is chosen so that it is about 20:00 locally: no window rolls over during the test.
+"today" deals and closes also on a weekend, when the history has none, and a small v2 pipeline
+(``tests/pipeline_traffic.py``: deals of every rep moved through the configured stages in the
+last six hours, some closed) gives the pipeline, stage-flow, forecast and pacing panels data in
+every current window. The worker's time zone is chosen so that it is about 20:00 locally: no
+window rolls over during the test.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any
 import pytest
 
 from engine.kafka_local import free_port
+from pipeline_traffic import pipeline_events, stages_toml, write_events
 from prometheus_server import Prometheus, require_binary
 from test_grafana_dashboards import SUBSTITUTIONS, load, panel_exprs, variables
 from test_wallboard_browser import Worker, sent_count
@@ -44,13 +48,29 @@ DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
 WAIT_SECONDS = 240.0
 DAYS, TEAMS, REPS_PER_TEAM = 400, 3, 4
 PERIODS = ("day", "week", "month", "quarter", "year")
-TARGET_VALUES = {"day": 5_000, "week": 30_000, "month": 120_000, "quarter": 360_000,
-                 "year": 1_400_000}
+# Far above what any scope wins, so that no target is reached: coverage (due pipeline over
+# what is left to the target) is null once a target is reached, and its panels need a value.
+TARGET_VALUES = {"day": 5_000_000, "week": 30_000_000, "month": 120_000_000,
+                 "quarter": 360_000_000, "year": 1_400_000_000}
 # The as_of of each rule evaluation, recorded in the KPI group itself (appended to a copy of
 # the rules), so that a comparison reads the KPIs and their instant from ONE evaluation.
 AS_OF_RULE = "test:kpi_as_of_timestamp_seconds"
 COMPARED = ("revenue_won", "deals_won", "win_rate", "lead_conversion_rate", "avg_deal_size",
             "sales_velocity", "revenue_growth", "active_reps", "cac", "churn_rate", "arpa")
+# v2 (SPEC §7.4): the open pipeline and the forecast, recorded for offset-0 windows only.
+CURRENT_ONLY = ("pipeline_deals", "pipeline_amount", "pipeline_weighted", "pipeline_due_amount",
+                "pipeline_due_weighted", "forecast_commit", "forecast_best_case",
+                "forecast_weighted")
+# Keyed KPIs: rule -> (report KPI, label, offset-0 only).
+KEYED = {"pipeline_deals_by_stage": ("pipeline_deals_by_stage", "stage", True),
+         "pipeline_amount_by_stage": ("pipeline_amount_by_stage", "stage", True),
+         "pipeline_amount_by_category": ("pipeline_amount_by_category", "category", True),
+         "stage_entries": ("stage_entries", "stage", False),
+         "avg_days_in_stage": ("avg_days_in_stage", "stage", False)}
+# SPEC §7.5 on targets (offset-0 windows): rule -> field of the report's targets[kpi].
+PACING = {"target_expected": "expected", "target_pace": "pace",
+          "target_projection": "projection", "target_coverage": "coverage",
+          "target_forecast_attainment": "forecast_attainment"}
 COMPANY_ONLY = {"cac", "churn_rate", "arpa"}
 NO_REP_SCOPE = {"active_reps"}
 # Panel queries that cannot have data here: (dashboard, where-prefix) -> reason. Keep it short.
@@ -124,6 +144,7 @@ app_id = "dashboards-{token}"
 data_dir = "{workdir / 'data'}"
 web_host = "127.0.0.1"
 web_port = {port}
+{stages_toml()}
 {targets}""")
 
     # Revenue targets for every period at company scope, for every team and for every rep, so
@@ -166,6 +187,14 @@ web_port = {port}
              "--duration", "6", "--seed", "8", "--id-prefix", "live-", "--kafka"],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         sent += sent_count(live)
+        pairs = sorted({(e["team_id"], e["rep_id"]) for e in map(json.loads, history.open())
+                        if e.get("team_id") and e.get("rep_id")})
+        pipeline = write_events(workdir / "pipeline.jsonl",
+                                pipeline_events(pairs, datetime.now(timezone.utc)))
+        sent += sent_count(subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", "produce", str(pipeline), "--config",
+             str(config_path)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT))
         until("every event to be counted", lambda: worker.counted() == sent, WAIT_SECONDS,
               worker)
         events = worker.get_json("/api/kpis")["events"]
@@ -175,7 +204,9 @@ web_port = {port}
                                 ready_timeout=WAIT_SECONDS)
         until("the kpi:* rules to have samples",
               lambda: prometheus.query("kpi:revenue_won") and prometheus.query(AS_OF_RULE)
-              and prometheus.query("kpi:target_attainment"), WAIT_SECONDS, worker, prometheus)
+              and prometheus.query("kpi:target_attainment")
+              and prometheus.query("kpi:forecast_weighted")
+              and prometheus.query("kpi:avg_days_in_stage"), WAIT_SECONDS, worker, prometheus)
         yield {"worker": worker, "prometheus": prometheus, "teams": sorted(teams),
                "reps": sorted(reps)}
     finally:
@@ -320,3 +351,73 @@ def test_recording_rules_equal_the_report(stack: dict) -> None:
         time.sleep(3)
     print(f"compared {compared} values, {non_null} non-null")
     assert compared > 300 and non_null > 250, (compared, non_null)
+
+
+def latest_evaluation(prometheus: Prometheus) -> tuple[float, float]:
+    """(evaluation time, as_of it read) of the latest evaluation of the KPI group."""
+    samples = prometheus.query(f"{AS_OF_RULE}[30s]")[0]["values"]
+    return float(samples[-1][0]), float(samples[-1][1])
+
+
+def test_pipeline_and_pacing_rules_equal_the_report(stack: dict) -> None:
+    """The v2 rules (SPEC §7.4 pipeline, stage flows and forecast; §7.5 pacing) equal
+    ``/api/kpis`` at the as_of of one rule evaluation, for company, a team and a rep."""
+    worker, prometheus = stack["worker"], stack["prometheus"]
+    at, as_of = latest_evaluation(prometheus)
+    report = worker.get_json("/api/kpis", as_of=rfc3339(as_of))
+    team = stack["teams"][0]
+    month = next(w for w in report["windows"] if w["period"] == "month" and w["offset"] == 0)
+    rep = max(month["reps"], key=lambda r: month["reps"][r]["kpis"]["pipeline_deals"])
+
+    def recorded(rule: str, *extra: str) -> dict[tuple, float]:
+        samples = prometheus.query(f"kpi:{rule}", at)
+        assert all(s["value"][0] == at for s in samples)
+        return {series_key(s["metric"]) + tuple(s["metric"].get(x, "") for x in extra):
+                float(s["value"][1]) for s in samples}
+
+    problems: list[str] = []
+    counts = {"compared": 0, "non_null": 0}
+
+    def compare(what: str, want: Any, got: float | None) -> None:
+        counts["compared"] += 1
+        counts["non_null"] += want is not None
+        if want is None:
+            if got is not None:
+                problems.append(f"{what}: report null, Prometheus {got}")
+        elif got is None or not math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-9):
+            problems.append(f"{what}: report {want}, Prometheus {got}")
+
+    scalars = {kpi: recorded(kpi) for kpi in CURRENT_ONLY}
+    keyed = {rule: recorded(rule, label) for rule, (_, label, _) in KEYED.items()}
+    pacing = {rule: recorded(rule, "kpi") for rule in PACING}
+    for window in report["windows"]:
+        period, offset = window["period"], window["offset"]
+        for scope, t, r, doc in (("company", "", "", window["company"]),
+                                 ("team", team, "", window["teams"][team]),
+                                 ("rep", "", rep, window["reps"][rep])):
+            key = (period, offset, scope, t, r)
+            where = f"{period}/{offset} {scope} {t}{r}"
+            if offset == 0:
+                for kpi in CURRENT_ONLY:
+                    compare(f"{kpi} {where}", doc["kpis"][kpi], scalars[kpi].get(key))
+                for rule, field in PACING.items():
+                    for kpi, entry in doc["targets"].items():
+                        compare(f"{rule}{{kpi={kpi}}} {where}", entry[field],
+                                pacing[rule].get(key + (kpi,)))
+            for rule, (kpi, label, current_only) in KEYED.items():
+                if current_only and offset != 0:
+                    continue
+                for name, want in doc["kpis"][kpi].items():
+                    compare(f"{rule}{{{label}={name}}} {where}", want,
+                            keyed[rule].get(key + (name,)))
+    assert not problems, f"as_of {rfc3339(as_of)}:\n" + "\n".join(problems)
+    print(f"compared {counts['compared']} v2 values, {counts['non_null']} non-null")
+    # The pipeline is alive: deals open in several stages, stays that ended today, a forecast
+    # above what is won, pace on every revenue target.
+    company = month["company"]
+    assert sum(v > 0 for v in company["kpis"]["pipeline_deals_by_stage"].values()) >= 3
+    day = next(w for w in report["windows"] if w["period"] == "day" and w["offset"] == 0)
+    assert any(v is not None for v in day["company"]["kpis"]["avg_days_in_stage"].values())
+    assert company["kpis"]["forecast_best_case"] > company["kpis"]["revenue_won"]
+    assert company["targets"]["revenue_won"]["pace"] is not None
+    assert counts["compared"] > 300 and counts["non_null"] > 250, counts

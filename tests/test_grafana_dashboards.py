@@ -43,7 +43,20 @@ SUBSTITUTIONS = {
     "__rate_interval": "1m", "__range": "1h", "__range_s": "3600",
 }
 KPI_LABELS = {"period", "offset", "scope", "team", "rep", "activity_type", "kpi", "category",
-              "type", "outcome", "reason"}
+              "type", "outcome", "reason", "stage"}
+# Rules recorded for offset-0 windows only (docs/metrics.md, SPEC §7.4/§7.5): the open pipeline
+# is a point in time "now", the forecast and the pacing figures belong to the current window.
+CURRENT_WINDOW_ONLY = {
+    "kpi:pipeline_deals", "kpi:pipeline_amount", "kpi:pipeline_weighted",
+    "kpi:pipeline_due_amount", "kpi:pipeline_due_weighted", "kpi:pipeline_deals_by_stage",
+    "kpi:pipeline_amount_by_stage", "kpi:pipeline_weighted_by_stage",
+    "kpi:pipeline_amount_by_category", "kpi:pipeline_due_amount_by_category",
+    "kpi:forecast_commit", "kpi:forecast_best_case", "kpi:forecast_weighted",
+    "kpi:target_expected", "kpi:target_pace", "kpi:target_projection", "kpi:target_coverage",
+    "kpi:target_forecast_attainment"}
+# Pipeline ratios: never summed or averaged over scopes (their parts are).
+PIPELINE_RATIOS = {"kpi:target_pace", "kpi:target_coverage", "kpi:target_forecast_attainment",
+                   "kpi:target_expected", "kpi:target_projection", "kpi:avg_days_in_stage"}
 AGGREGATIONS = ("sum", "avg", "min", "max", "count", "count_values", "stddev", "stdvar",
                 "quantile", "group", "avg_over_time", "sum_over_time", "max_over_time",
                 "min_over_time", "quantile_over_time")
@@ -128,7 +141,7 @@ def derived_names() -> set[str]:
     text = METRICS_DOC.read_text()
     section = text.split("### Derived KPIs", 1)[1].split("###", 1)[0]
     return set(re.findall(r"^\| `(kpi:[a-z_]+)`", section, flags=re.M)) | {
-        "kpi:events_invalid:ratio_rate5m"}
+        "kpi:events_invalid:ratio_rate5m"} | PIPELINE_RATIOS
 
 
 # -- fresh and well-formed ------------------------------------------------------------------
@@ -247,6 +260,61 @@ def test_rep_dashboard_is_one_rep_against_their_targets():
     assert all('rep="$rep"' in e for e in exprs)
 
 
+def test_executive_shows_forecast_against_target_and_coverage():
+    d = load("executive.json")
+    by_title = {p["title"]: [t["expr"] for t in p["targets"]] for p in data_panels(d)}
+    forecast = " ".join(by_title["Forecast vs target"])
+    for metric in ("kpi:forecast_commit", "kpi:forecast_best_case", "kpi:forecast_weighted",
+                   "kpi:revenue_won"):
+        assert f'{metric}{{scope="company", period="$period", offset="0"}}' in forecast, metric
+    assert 'kpi:target{kpi="revenue_won", scope="company", period="$period"}' in forecast
+    assert by_title["Pipeline coverage"] == [
+        'kpi:target_coverage{scope="company", period="$period", offset="0", kpi="revenue_won"}']
+    assert any("kpi:target_forecast_attainment" in e for e in by_title[
+        "Weighted forecast attainment"])
+    team_table = " ".join(by_title["Team comparison"])
+    assert "kpi:forecast_weighted" in team_table and "kpi:target_coverage" in team_table
+
+
+def test_sales_manager_shows_the_chosen_teams_pipeline_by_stage():
+    d = load("sales-manager.json")
+    panels_by_title = {p["title"]: p for p in data_panels(d)}
+    table = panels_by_title["Pipeline by stage"]
+    exprs = [t["expr"] for t in table["targets"]]
+    for metric in ("kpi:pipeline_deals_by_stage", "kpi:pipeline_amount_by_stage",
+                   "kpi:pipeline_weighted_by_stage", "kpi:stage_entries",
+                   "kpi:stage_stay_seconds_sum", "kpi:stage_stays"):
+        (expr,) = [e for e in exprs if metric + "{" in e] or [None]
+        assert expr is not None, metric
+        # Summed over the chosen teams per stage: exact, since these are additive parts.
+        assert expr.startswith("sum by (stage) (") and 'team=~"$team"' in expr, expr
+    mean_days = [e for e in exprs if "kpi:stage_stays" in e]
+    assert mean_days and all(e.endswith("/ 86400") for e in mean_days)
+    # The table is one row per stage: merged on the stage label, which stays visible.
+    organize = next(t for t in table["transformations"] if t["id"] == "organize")
+    assert "stage" not in organize["options"]["excludeByName"]
+    weighted = " ".join(t["expr"] for t in panels_by_title["Open pipeline"]["targets"])
+    assert 'sum(kpi:pipeline_weighted{scope="team", team=~"$team"' in weighted
+    legends = {t["legendFormat"] for t in panels_by_title["Open amount by stage"]["targets"]}
+    assert legends == {"{{stage}}"}
+
+
+def test_rep_dashboard_shows_the_reps_open_deals_by_stage_and_pace():
+    d = load("rep.json")
+    by_title = {p["title"]: p for p in data_panels(d)}
+    (deals,) = by_title["My open deals by stage"]["targets"]
+    assert deals["expr"] == ('kpi:pipeline_deals_by_stage{scope="rep", rep="$rep", '
+                             'period="$period", offset="0"}')
+    assert deals["legendFormat"] == "{{stage}}"
+    (pace,) = by_title["Pace on my targets"]["targets"]
+    assert pace["expr"].startswith("kpi:target_pace{") and 'rep="$rep"' in pace["expr"]
+    steps = by_title["Pace on my targets"]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [s["color"] for s in steps][-1] == "green" and steps[-1]["value"] == 1.0
+    projection = " ".join(t["expr"] for t in by_title[
+        "My targets: expected by now and projection"]["targets"])
+    assert "kpi:target_expected{" in projection and "kpi:target_projection{" in projection
+
+
 def test_wallboard_is_kiosk_friendly():
     d = load("wallboard.json")
     assert d["refresh"] == "30s"
@@ -309,6 +377,11 @@ def test_every_selector_can_match_a_recorded_series(name: str):
             assert set(m) <= KPI_LABELS, f"{where}: unknown label in {metric}{m}"
             if metric == "kpi:target":
                 assert "offset" not in m, f"{where}: kpi:target has no offset label"
+            if metric in CURRENT_WINDOW_ONLY:
+                assert m.get("offset") == ("=", "0"), f"{where}: {metric} exists for offset 0 only"
+            if metric in ("kpi:target_coverage", "kpi:target_forecast_attainment"):
+                assert m.get("kpi") == ("=", "revenue_won"), \
+                    f"{where}: {metric} exists for revenue_won targets only"
             if not metric.startswith("kpi:") or metric in ("kpi:target", "kpi:events:rate5m"):
                 continue
             op, period = m.get("period", ("=", None))

@@ -30,6 +30,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ import aiohttp
 import pytest
 
 from engine.kafka_local import free_port
+from pipeline_traffic import pipeline_events, stages_toml, write_events
 from prometheus_server import Prometheus, require_binary
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -52,7 +54,10 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 WAIT_SECONDS = 180.0  # the shared test machine can be slow
 TEAMS, REPS_PER_TEAM = 3, 4
 STALE_SECONDS = 20
-TARGETS = {("month", None): 600_000, ("day", None): 40_000, ("month", "dach"): 200_000}
+# The month's company target is set high enough that the pace marker sits inside the bar.
+# Nordics' month target is out of reach, so that team's board is behind pace.
+TARGETS = {("month", None): 2_400_000, ("day", None): 40_000, ("month", "dach"): 200_000,
+           ("month", "nordics"): 60_000_000}
 
 
 # -- a small DevTools-protocol client -------------------------------------------------------------
@@ -318,6 +323,7 @@ app_id = "wallboard-{token}"
 data_dir = "{workdir / 'data'}"
 web_host = "127.0.0.1"
 web_port = {port}
+{stages_toml()}
 {targets}""")
     worker = Worker(config_path, workdir / "worker.log", port)
     browser = None
@@ -327,6 +333,16 @@ web_port = {port}
         live = sent_count(generate(config_path, "--rate", "25", "--duration", "5", "--seed", "8",
                                   "--id-prefix", "live1-"))
         worker.until(lambda: worker.counted() == history + live, "every event to be counted")
+        # A living pipeline: the teams' reps move deals through the configured stages.
+        pairs = [(team, rep) for team, reps in worker.get_json("/api/live")["reps_by_team"].items()
+                 for rep in reps]
+        events = write_events(workdir / "pipeline.jsonl",
+                              pipeline_events(pairs, datetime.now(timezone.utc), hours=8))
+        live += sent_count(subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", "produce", str(events), "--config",
+             str(config_path)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT))
+        worker.until(lambda: worker.counted() == history + live, "the pipeline events")
         browser = Browser(workdir)
         yield {"worker": worker, "browser": browser, "config": config_path, "workdir": workdir,
                "counted": history + live}
@@ -357,8 +373,14 @@ def expected_numbers(report: dict, live: dict, team: str | None = None) -> dict[
         for name in names:
             out[f"{prefix}.{name}"] = kpis[name]
     for period in ("day", "month"):
-        target = scope(period, 0)["targets"].get("revenue_won")
-        out[f"{period}.revenue_won.attainment"] = target["attainment"] if target else None
+        target = scope(period, 0)["targets"].get("revenue_won") or {}
+        for name in ("attainment", "pace", "expected"):
+            out[f"{period}.revenue_won.{name}"] = target.get(name)
+    month = scope("month", 0)
+    for name in ("commit", "best_case", "weighted"):
+        out[f"forecast.{name}"] = month["kpis"][f"forecast_{name}"]
+    out["forecast.attainment"] = (month["targets"].get("revenue_won") or {}).get(
+        "forecast_attainment")
     for kind, n in live["activities"]["by_type"].items():
         out[f"live.{kind}"] = n
     out["live.total"] = live["activities"]["total"]
@@ -382,14 +404,31 @@ def check_text(name: str, value: Any, text: str) -> None:
     """The shown text (``lang=en-US``) is the value, formatted: money, count or percent."""
     if value is None:
         assert text in ("–", "no target set"), (name, text)
+    elif name == "forecast.attainment":
+        shown = float(re.search(r"(-?[\d,]+\.\d)%", text).group(1).replace(",", ""))
+        assert abs(shown - value * 100) <= 0.05 + 1e-6 and "target" in text, (name, value, text)
     elif name.endswith(("rate", "attainment")):
         shown = float(re.search(r"(-?[\d,]+\.\d)%", text).group(1).replace(",", ""))
         assert abs(shown - value * 100) <= 0.05 + 1e-6, (name, value, text)
-    elif name.endswith("revenue_won"):
+    elif name.endswith(("revenue_won", ".expected")) or name.startswith("forecast."):
         assert "€" in text, (name, text)
         assert _digits(text) == math.floor(value + 0.5), (name, value, text)
     else:
         assert _digits(text) == value, (name, value, text)
+
+
+VERDICT_WORDS = {"reached": "✓ target reached", "on-pace": "▲ on pace", "behind": "▼ behind",
+                 "none": ""}
+
+
+def expected_verdict(attainment: float | None, pace: float | None) -> str:
+    """docs/wallboard.md: reached at 100 % of the target, else on pace when the KPI is at or
+    past where the target should be by now (pace ≥ 1), behind below; none without a pace."""
+    if attainment is not None and attainment >= 1:
+        return "reached"
+    if pace is None:
+        return "none"
+    return "on-pace" if pace >= 1 else "behind"
 
 
 def mismatches(shown: dict, report: dict, live: dict, team: str | None) -> list[str]:
@@ -405,6 +444,13 @@ def mismatches(shown: dict, report: dict, live: dict, team: str | None) -> list[
         if (raw is None) != (want is None) or (
                 want is not None and not math.isclose(raw, want, rel_tol=1e-6, abs_tol=1e-9)):
             problems.append(f"{name}: page {got['value']} ({got['text']}), API {want}")
+            continue
+        if name.endswith(".pace"):  # the verdict, in words
+            period = name.split(".")[0]
+            words = VERDICT_WORDS[expected_verdict(
+                expected[f"{period}.revenue_won.attainment"], want)]
+            if got["text"] != words:
+                problems.append(f"{name}: page says {got['text']!r}, pace {want}: {words!r}")
             continue
         try:
             check_text(name, want, got["text"])
@@ -484,9 +530,43 @@ def test_the_wallboard_shows_the_api_numbers_updates_live_and_turns_stale(stack:
     assert page.evaluate("window.__notReloaded === true")
     assert not shown["stale"]
 
+    # Pace: the marker sits where the target should be by now (the engine's expected), and
+    # the verdict is in words and in colour.
+    report = worker.get_json("/api/kpis", as_of=shown["asOf"])
+    month = next(w for w in report["windows"] if w["period"] == "month" and w["offset"] == 0)
+    target = month["company"]["targets"]["revenue_won"]
+    bar = page.evaluate("""(() => {
+      const box = document.querySelector('[data-target="month"]');
+      const marker = box.querySelector('.pace').getBoundingClientRect();
+      const track = box.querySelector('.bar').getBoundingClientRect();
+      return {share: Number(box.querySelector('.pace').dataset.share),
+              centre: (marker.left + marker.width / 2 - track.left) / track.width,
+              state: box.dataset.state,
+              fill: getComputedStyle(box.querySelector('.fill')).backgroundColor,
+              word: getComputedStyle(box.querySelector('.verdict')).backgroundColor};
+    })()""")
+    assert math.isclose(bar["share"], target["expected"] / target["target"], rel_tol=1e-9)
+    assert abs(bar["centre"] - target["expected"] / target["target"]) < 0.01, bar
+    assert bar["state"] == expected_verdict(target["attainment"], target["pace"])
+    assert 0 < target["expected"] / target["target"] < 1
+    # A living pipeline: the forecast adds the due open deals to what is won, and it is shown
+    # (the panel hides only when no stages are configured).
+    assert page.evaluate("getComputedStyle(document.getElementById('forecast')).display") != "none"
+    assert month["company"]["kpis"]["forecast_best_case"] > month["company"]["kpis"][
+        "forecast_commit"] > month["company"]["kpis"]["revenue_won"]
+    day = page.evaluate("""(() => {
+      const box = document.querySelector('[data-target="day"]');
+      return {state: box.dataset.state,
+              fill: getComputedStyle(box.querySelector('.fill')).backgroundColor};
+    })()""")
+    if {day["state"], bar["state"]} == {"on-pace", "behind"}:
+        assert day["fill"] != bar["fill"], "on pace and behind look the same"
+
     tmp_dir = stack["workdir"]
     for width, height in ((1920, 1080), (1280, 720)):
         save_screenshot(page, width, height, tmp_dir)
+        # The same board, scaled: every leaderboard row still fits.
+        assert len(page.evaluate(READ_BOARD)["board"]) == 10, (width, height)
     shown = page.evaluate(READ_BOARD)
     assert not shown["stale"], "the screenshots must show the live state"
 
@@ -520,6 +600,24 @@ def test_team_filter_and_rotation(stack: dict) -> None:
     assert shown["kpis"]["month.revenue_won.attainment"]["value"] != "null"  # dach's own target
     assert shown["kpis"]["day.revenue_won.attainment"]["value"] == "null"  # none for its days
     page.screenshot(stack["workdir"] / "wallboard-team-dach.png")
+
+    # Behind pace: said in words, and drawn in another colour than on pace or reached.
+    page.open(f"{worker.base}/wallboard?team=nordics&lang=en-US&refresh=1&stale=100000")
+    page.wait_for("document.body.dataset.asOf", "the first data")
+    shown = page_matches_api(page, worker, team="nordics")  # checks the verdict's words too
+    pace = float(shown["kpis"]["month.revenue_won.pace"]["value"])
+    if pace < 1:  # not in a month's first minutes, when almost nothing is expected yet
+        assert shown["kpis"]["month.revenue_won.pace"]["text"] == "▼ behind"
+        colours = page.evaluate("""(() => {
+          const box = document.querySelector('[data-target="month"]');
+          return {state: box.dataset.state,
+                  fill: getComputedStyle(box.querySelector('.fill')).backgroundColor,
+                  word: getComputedStyle(box.querySelector('.verdict')).backgroundColor,
+                  good: getComputedStyle(document.documentElement).getPropertyValue('--good')};
+        })()""")
+        assert colours["state"] == "behind"
+        assert colours["fill"] == colours["word"] != "rgb(61, 220, 132)", colours  # not --good
+    page.screenshot(stack["workdir"] / "wallboard-team-nordics.png")
 
     page.open(f"{worker.base}/wallboard?rotate=2&lang=en-US&refresh=1&stale=100000")
     seen: list[str] = []

@@ -107,9 +107,12 @@
     }
   }
 
+  // One scope of one window, as the page needs it. Pacing and forecast are the engine's own
+  // numbers (SPEC §7.4/§7.5: the report's targets and KPIs, or their recording rules): the page
+  // only compares pace with 1 to say "on pace" or "behind".
   function pick(scope) {
     const kpis = (scope && scope.kpis) || {};
-    const target = scope && scope.targets && scope.targets.revenue_won;
+    const target = (scope && scope.targets && scope.targets.revenue_won) || {};
     return {
       revenue_won: kpis.revenue_won ?? null,
       deals_won: kpis.deals_won ?? null,
@@ -117,7 +120,14 @@
       activities: kpis.activities ?? null,
       win_rate: kpis.win_rate ?? null,
       lead_conversion_rate: kpis.lead_conversion_rate ?? null,
-      target: target ? target.target : null,
+      forecast_commit: kpis.forecast_commit ?? null,
+      forecast_best_case: kpis.forecast_best_case ?? null,
+      forecast_weighted: kpis.forecast_weighted ?? null,
+      target: target.target ?? null,
+      attainment: target.attainment ?? null,
+      expected: target.expected ?? null,
+      pace: target.pace ?? null,
+      forecast_attainment: target.forecast_attainment ?? null,
     };
   }
 
@@ -150,9 +160,12 @@
       currency: report.currency,
       teams: Object.keys(month.teams).sort(),
       unknownTeam: Boolean(team && !month.teams[team]),
-      day: {...pick(scopeOf(day)), start: day.start, end: day.end},
-      month: {...pick(scopeOf(month)), start: month.start, end: month.end},
+      day: pick(scopeOf(day)),
+      month: pick(scopeOf(month)),
       prevMonth: pick(scopeOf(windowOf('month', 1))),
+      // Without [[pipeline.stages]] the stage-keyed KPIs are {} and the forecast is just the
+      // revenue won (SPEC §7.1): the forecast panel then gives its room to the leaderboard.
+      stages: Object.keys(month.company.kpis.pipeline_deals_by_stage || {}).length > 0,
       leaderboard: leaderboard(reps),
       live: {minutes: live.minutes, total: live.activities.total,
              byType: live.activities.by_type, perMinute: live.activities.per_minute},
@@ -165,29 +178,41 @@
     };
   }
 
-  async function promQuery(query) {
-    const body = await getJSON(`${options.prom}/api/v1/query?query=${encodeURIComponent(query)}`);
+  async function promQuery(query, at) {
+    const time = at === undefined ? '' : `&time=${at}`;
+    const body = await getJSON(
+      `${options.prom}/api/v1/query?query=${encodeURIComponent(query)}${time}`);
     if (body.status !== 'success') throw new Error(body.error || 'Prometheus query failed');
     return body.data.result;
   }
 
   async function loadPrometheus(team) {
     if (!options.prom) throw new Error('source=prometheus needs prom=http://host:9090');
-    const [kpis, targets, info, asOf, members, activity, counted, latest, now, starts, ends,
-           workers] = await Promise.all([
-        promQuery('{__name__=~"kpi:(revenue_won|deals_won|leads_qualified|activities|win_rate|'
-                  + 'lead_conversion_rate)",period=~"day|month",offset=~"0|1"}'),
-        promQuery('kpi:target{kpi="revenue_won",period=~"day|month"}'),
-        promQuery('max by (timezone, currency) (kpi_info)'),
-        promQuery('max(kpi_as_of_timestamp_seconds)'),
-        promQuery('sum by (team, rep) (kpi_rep_contributions{period="month",offset="0"}) > 0'),
-        promQuery('sum by (team, activity_type) (kpi_activities_last_hour)'),
+    // Every number at the instant of the latest rule evaluation: the recorded KPIs and the
+    // as_of scraped before it then belong together (a scrape after the evaluation would pair
+    // new as_of with old KPIs, and the pace moves every second).
+    const evaluated = await promQuery(
+      'max(timestamp(kpi:revenue_won{scope="company",period="day",offset="0"}))');
+    const at = evaluated[0] ? evaluated[0].value[1] : undefined;
+    const atEval = (query) => promQuery(query, at);
+    const [kpis, targets, pacing, info, asOf, members, activity, counted, latest, now,
+           workers, stages] = await Promise.all([
+        atEval('{__name__=~"kpi:(revenue_won|deals_won|leads_qualified|activities|win_rate|'
+               + 'lead_conversion_rate|forecast_commit|forecast_best_case|forecast_weighted)",'
+               + 'period=~"day|month",offset=~"0|1"}'),
+        atEval('kpi:target{kpi="revenue_won",period=~"day|month"}'),
+        atEval('{__name__=~"kpi:target_(attainment|expected|pace|forecast_attainment)",'
+               + 'kpi="revenue_won",period=~"day|month",offset="0"}'),
+        atEval('max by (timezone, currency) (kpi_info)'),
+        atEval('max(kpi_as_of_timestamp_seconds)'),
+        atEval('sum by (team, rep) (kpi_rep_contributions{period="month",offset="0"}) > 0'),
+        atEval('sum by (team, activity_type) (kpi_activities_last_hour)'),
+        // Freshness is about now, not about the evaluation.
         promQuery('max(kpi_last_counted_timestamp_seconds)'),
         promQuery('max(kpi_last_event_timestamp_seconds)'),
         promQuery('time()'),
-        promQuery('max by (period) (kpi_window_start_timestamp_seconds{period=~"day|month",offset="0"})'),
-        promQuery('max by (period) (kpi_window_end_timestamp_seconds{period=~"day|month",offset="0"})'),
-        promQuery('count(kpi_worker_ready == 1)'),
+        atEval('count(kpi_worker_ready == 1)'),
+        atEval('count(kpi:pipeline_deals_by_stage{scope="company",period="month",offset="0"})'),
       ]);
     const value = (sample) => Number(sample.value[1]);
     const teams = new Set();
@@ -208,22 +233,37 @@
       }
       bag[name] = value(sample);
     }
-    const targetOf = (period) => {
-      const found = targets.find((s) => s.metric.period === period && (team
+    const ofScope = (samples, period, name) => {
+      const found = samples.find((s) => s.metric.period === period
+        && (name === undefined || s.metric.__name__ === name) && (team
         ? s.metric.scope === 'team' && s.metric.team === team
         : s.metric.scope === 'company'));
       return found ? value(found) : null;
     };
+    const targetOf = (period) => ({
+      target: ofScope(targets, period),
+      attainment: ofScope(pacing, period, 'kpi:target_attainment'),
+      expected: ofScope(pacing, period, 'kpi:target_expected'),
+      pace: ofScope(pacing, period, 'kpi:target_pace'),
+      forecast_attainment: ofScope(pacing, period, 'kpi:target_forecast_attainment'),
+    });
     const scopeOf = (period, offset) => {
       const windowDoc = scopes[`${period}/${offset}`] || {company: {}, teams: {}};
       const kpis = (team ? windowDoc.teams[team] : windowDoc.company) || {};
       // Counts are 0, not absent, for a listed scope (docs/metrics.md); ratios may be absent.
-      return pick({kpis: {revenue_won: kpis.revenue_won ?? 0, deals_won: kpis.deals_won ?? 0,
-                          leads_qualified: kpis.leads_qualified ?? 0,
-                          activities: kpis.activities ?? 0, win_rate: kpis.win_rate,
-                          lead_conversion_rate: kpis.lead_conversion_rate}});
+      return {kpis: {revenue_won: kpis.revenue_won ?? 0, deals_won: kpis.deals_won ?? 0,
+                     leads_qualified: kpis.leads_qualified ?? 0,
+                     activities: kpis.activities ?? 0, win_rate: kpis.win_rate,
+                     lead_conversion_rate: kpis.lead_conversion_rate,
+                     forecast_commit: kpis.forecast_commit,
+                     forecast_best_case: kpis.forecast_best_case,
+                     forecast_weighted: kpis.forecast_weighted}};
     };
-    const withTarget = (period) => ({...scopeOf(period, 0), target: targetOf(period)});
+    const withTarget = (period) => {
+      const target = targetOf(period);
+      return pick({...scopeOf(period, 0), targets: target.target === null ? {}
+                                                   : {revenue_won: target}});
+    };
     const teamReps = new Set(members.filter((s) => s.metric.team === team).map((s) => s.metric.rep));
     const monthReps = (scopes['month/0'] || {reps: {}}).reps;
     const reps = Object.entries(monthReps)
@@ -235,10 +275,6 @@
         byType[sample.metric.activity_type] = (byType[sample.metric.activity_type] || 0) + value(sample);
       }
     }
-    const bound = (period, which) => {
-      const s = (which === 'start' ? starts : ends).find((w) => w.metric.period === period);
-      return s ? new Date(value(s) * 1000).toISOString() : null;
-    };
     // time() is a scalar: [time, "value"]; the newer of the two freshness stamps decides.
     const stamps = [...counted, ...latest].map(value);
     const secondsAgo = stamps.length ? Math.max(0, Number(now[1]) - Math.max(...stamps)) : null;
@@ -251,9 +287,10 @@
       currency: meta.currency || 'USD',
       teams: [...teams].sort(),
       unknownTeam: Boolean(team && !teams.has(team)),
-      day: {...withTarget('day'), start: bound('day', 'start'), end: bound('day', 'end')},
-      month: {...withTarget('month'), start: bound('month', 'start'), end: bound('month', 'end')},
-      prevMonth: scopeOf('month', 1),
+      day: withTarget('day'),
+      month: withTarget('month'),
+      prevMonth: pick(scopeOf('month', 1)),
+      stages: Boolean(stages[0] && value(stages[0]) > 0),
       leaderboard: leaderboard(reps),
       live: {minutes: 60, total: Object.values(byType).reduce((a, b) => a + b, 0),
              byType, perMinute: null},
@@ -275,32 +312,75 @@
     }
   }
 
+  // The verdict on a target's pace, in words (and a sign) so that it does not rest on colour:
+  // reached (attainment ≥ 100 %), on pace (pace ≥ 1: at or past where the target should be by
+  // now), behind, or none (no target, or nothing expected yet at the window's first instant).
+  const VERDICTS = {
+    reached: '✓ target reached', 'on-pace': '▲ on pace', behind: '▼ behind', none: '',
+  };
+
+  function verdict(scope) {
+    if (scope.target === null) return 'none';
+    if (scope.attainment !== null && scope.attainment >= 1) return 'reached';
+    if (scope.pace === null) return 'none';
+    return scope.pace >= 1 ? 'on-pace' : 'behind';
+  }
+
   function renderTarget(period, scope, snapshot) {
     const box = document.querySelector(`[data-target="${period}"]`);
     const fill = box.querySelector('.fill');
-    const pace = box.querySelector('.pace');
+    const marker = box.querySelector('.pace');
     const text = box.querySelector('.target-text');
+    const word = box.querySelector('.verdict');
+    const state = verdict(scope);
+    box.dataset.state = state;
+    word.dataset.state = state;
+    word.dataset.value = scope.pace === null ? 'null' : String(scope.pace);
+    word.textContent = VERDICTS[state];
+    setKpi(`${period}.revenue_won.expected`, 'money', scope.expected, snapshot.currency);
     const target = scope.target;
-    if (target === null || target === undefined) {
+    if (target === null) {
       box.classList.add('none');
       text.dataset.value = 'null';
       text.textContent = 'no target set';
       return;
     }
     box.classList.remove('none');
-    const attainment = target > 0 && scope.revenue_won !== null ? scope.revenue_won / target : null;
-    let elapsed = null;
-    if (scope.start && scope.end) {
-      const start = Date.parse(scope.start);
-      const end = Date.parse(scope.end);
-      elapsed = Math.min(1, Math.max(0, (Date.parse(snapshot.asOf) - start) / (end - start)));
-    }
+    const attainment = scope.attainment;
     fill.style.width = `${Math.min(100, Math.max(0, (attainment || 0) * 100))}%`;
-    fill.classList.toggle('on-pace', attainment !== null && elapsed !== null && attainment >= elapsed);
-    pace.style.display = elapsed === null ? 'none' : 'block';
-    if (elapsed !== null) pace.style.left = `calc(${elapsed * 100}% - 0.125rem)`;
+    // The marker: where the period's target should be by now (the engine's expected).
+    const share = scope.expected !== null && target > 0 ? scope.expected / target : null;
+    marker.style.display = share === null ? 'none' : 'block';
+    if (share !== null) {
+      marker.style.left = `calc(${Math.min(1, Math.max(0, share)) * 100}% - 0.2rem)`;
+      marker.dataset.share = String(share);
+    }
     text.dataset.value = attainment === null ? 'null' : String(attainment);
     text.textContent = `${format('percent', attainment)} of ${format('money', target, snapshot.currency)} target`;
+  }
+
+  // The month's forecast against the month's revenue target: three bars on one scale, with a
+  // line where the target is.
+  function renderForecast(scope, snapshot) {
+    const c = snapshot.currency;
+    const rows = {commit: scope.forecast_commit, best_case: scope.forecast_best_case,
+                  weighted: scope.forecast_weighted};
+    const target = scope.target;
+    const scale = Math.max(target || 0, ...Object.values(rows).map((v) => v || 0)) * 1.08 || 1;
+    for (const [name, amount] of Object.entries(rows)) {
+      setKpi(`forecast.${name}`, 'money', amount, c);
+      const row = document.querySelector(`[data-forecast="${name}"]`);
+      row.querySelector('.fc-fill').style.width = `${Math.max(0, (amount || 0) / scale) * 100}%`;
+      row.classList.toggle('over', target !== null && amount !== null && amount >= target);
+      const goal = row.querySelector('.fc-goal');
+      goal.style.display = target === null ? 'none' : 'block';
+      if (target !== null) goal.style.left = `calc(${(target / scale) * 100}% - 0.15rem)`;
+    }
+    const text = document.querySelector('[data-kpi="forecast.attainment"]');
+    const attainment = scope.forecast_attainment;
+    text.dataset.value = attainment === null ? 'null' : String(attainment);
+    text.textContent = target === null ? 'no target set'
+      : `Weighted: ${format('percent', attainment)} of ${format('money', target, c)} target`;
   }
 
   function renderTrend(name, now, before) {
@@ -354,7 +434,8 @@
     });
     // Never show half a row: drop the rows that do not fit the panel.
     for (const li of [...list.children]) {
-      if (li.offsetTop + li.offsetHeight > list.clientHeight) li.remove();
+      // (1 px of slack: offsets are rounded, and a row that fits exactly must stay.)
+      if (li.offsetTop + li.offsetHeight > list.clientHeight + 1) li.remove();
     }
   }
 
@@ -449,6 +530,8 @@
     }
     renderTarget('day', snapshot.day, snapshot);
     renderTarget('month', snapshot.month, snapshot);
+    document.querySelector('.side').classList.toggle('no-forecast', !snapshot.stages);
+    renderForecast(snapshot.month, snapshot);
     renderTrend('win_rate', snapshot.month.win_rate, snapshot.prevMonth.win_rate);
     renderTrend('lead_conversion_rate', snapshot.month.lead_conversion_rate,
                 snapshot.prevMonth.lead_conversion_rate);

@@ -10,7 +10,9 @@ from grafana_foundation_sdk.models.dashboard import Dashboard
 
 from grafana.panels import (
     ATTAINMENT,
+    COVERAGE,
     GROWTH,
+    PACE,
     Q,
     big_number,
     joined_table,
@@ -89,6 +91,74 @@ def build(settings: DashboardSettings) -> Dashboard:
                "{{window}}")],
             unit=money, w=8))
 
+        .with_row(row("Forecast and pipeline — $period"))
+        .with_panel(big_number(
+            "Open pipeline",
+            "Deals open now (kpi:pipeline_deals), their amount (kpi:pipeline_amount) and "
+            "their amount weighted by the stage's probability (kpi:pipeline_weighted). "
+            f"{now}",
+            [Q(company("kpi:pipeline_amount"), "amount"),
+             Q(company("kpi:pipeline_weighted"), "weighted")],
+            unit=money, w=5))
+        .with_panel(big_number(
+            "Due this $period",
+            "Open deals expected to close inside the window: amount "
+            "(kpi:pipeline_due_amount) and weighted (kpi:pipeline_due_weighted). "
+            f"{now}",
+            [Q(company("kpi:pipeline_due_amount"), "due"),
+             Q(company("kpi:pipeline_due_weighted"), "due weighted")],
+            unit=money, w=5))
+        .with_panel(progress(
+            "Weighted forecast attainment",
+            "The weighted forecast over the revenue target "
+            f"(kpi:target_forecast_attainment{{kpi=\"revenue_won\"}}). {now}",
+            [Q(company("kpi:target_forecast_attainment", kpi="revenue_won"), "forecast")],
+            w=5))
+        .with_panel(big_number(
+            "Revenue pace",
+            "Revenue won to date over where the target should be by now, target × the share "
+            "of the window gone by (kpi:target_pace{kpi=\"revenue_won\"}); below 100 % is "
+            f"behind pace. {now}",
+            [Q(company("kpi:target_pace", kpi="revenue_won"), "pace")],
+            unit="percentunit", w=4, decimals=0, thresholds=PACE))
+        .with_panel(big_number(
+            "Pipeline coverage",
+            "Open pipeline due in the window over what is left to the revenue target "
+            "(kpi:target_coverage{kpi=\"revenue_won\"}, SPEC §7.5); empty once the target "
+            f"is reached. 3× is the usual rule of thumb. {now}",
+            [Q(company("kpi:target_coverage", kpi="revenue_won"), "coverage")],
+            unit="suffix:×", w=5, decimals=1, thresholds=COVERAGE, no_value="target reached"))
+        .with_panel(ranking(
+            "Forecast vs target",
+            "Revenue won to date (kpi:revenue_won); commit: won plus the open deals due in "
+            "the window whose stage is in the commit category (kpi:forecast_commit); best "
+            "case: commit plus the due best-case deals (kpi:forecast_best_case); weighted: "
+            "won plus the due deals weighted by their stage's probability "
+            "(kpi:forecast_weighted); and the company revenue target (kpi:target). Due = "
+            f"expected close inside the window (SPEC §7.4). {now}",
+            [Q(company("kpi:revenue_won"), "won"),
+             Q(company("kpi:forecast_commit"), "commit"),
+             Q(company("kpi:forecast_best_case"), "best case"),
+             Q(company("kpi:forecast_weighted"), "weighted"),
+             Q(revenue_target, "target")],
+            unit=money, w=10))
+        .with_panel(ranking(
+            "Open pipeline by forecast category",
+            "Amount of the open deals by their stage's forecast category "
+            "(kpi:pipeline_amount_by_category); deals without a stage count under pipeline. "
+            f"{now}",
+            [Q(company("kpi:pipeline_amount_by_category"), "{{category}}")],
+            unit=money, w=5, h=8))
+        .with_panel(trend(
+            "Forecast this $period",
+            "Commit, best case and weighted forecast of the current window as they moved, "
+            f"with the company revenue target. {TREND_NOTE}",
+            [Q(company("kpi:forecast_commit"), "commit"),
+             Q(company("kpi:forecast_best_case"), "best case"),
+             Q(company("kpi:forecast_weighted"), "weighted"),
+             Q(revenue_target, "target")],
+            unit=money, w=9, h=8))
+
         .with_row(row("Customers and unit economics — $period to date"))
         .with_panel(big_number(
             "New customers", f"Customers acquired in the window (kpi:new_customers). {now}",
@@ -153,7 +223,12 @@ def build(settings: DashboardSettings) -> Dashboard:
              ("Win rate", team("kpi:win_rate"), "percentunit"),
              ("Avg deal size", team("kpi:avg_deal_size"), money),
              ("Active reps", team("kpi:active_reps"), "short"),
-             ("Revenue per rep", team("kpi:revenue_per_rep"), money)],
+             ("Revenue per rep", team("kpi:revenue_per_rep"), money),
+             ("Pace", relabel(team("kpi:target_pace", kpi="revenue_won"), "kpi", "", "", ""),
+              "percentunit"),
+             ("Forecast (weighted)", team("kpi:forecast_weighted"), money),
+             ("Coverage", relabel(team("kpi:target_coverage", kpi="revenue_won"),
+                                  "kpi", "", "", ""), "suffix:×")],
             w=24, sort_by="Revenue won"))
         .with_panel(ranking(
             "Revenue by team", f"Revenue won per team (kpi:revenue_won). {now}",

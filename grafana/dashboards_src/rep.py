@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
-from grafana.panels import ATTAINMENT, Q, big_number, ranking, row, series_table, trend
+from grafana.panels import (
+    ATTAINMENT,
+    PACE,
+    Q,
+    big_number,
+    joined_table,
+    ranking,
+    row,
+    series_table,
+    trend,
+)
 from grafana.promql import TREND_NOTE, sel, window_note
 from grafana.settings import DashboardSettings
 from grafana.skeleton import finish, label_variable, new_dashboard, period_variable
@@ -97,5 +107,42 @@ def build(settings: DashboardSettings) -> Dashboard:
             f"{TREND_NOTE}",
             [Q(rep("kpi:activities_by_type"), "{{activity_type}}")], unit="short", w=12,
             stacked=True))
+        .with_row(row("My pipeline and pace — $period"))
+        .with_panel(ranking(
+            "My open deals by stage",
+            "The rep's deals open now in each configured stage "
+            "(kpi:pipeline_deals_by_stage, rep scope: the deal's rep now). Deals without a "
+            f"stage count in the total only. {now}",
+            [Q(rep("kpi:pipeline_deals_by_stage"), "{{stage}}")], unit="short", w=8, h=8))
+        .with_panel(big_number(
+            "My open pipeline",
+            "Amount of the rep's deals open now (kpi:pipeline_amount), that amount weighted "
+            "by stage probability (kpi:pipeline_weighted), and the part due in the window "
+            f"(kpi:pipeline_due_amount). {now}",
+            [Q(rep("kpi:pipeline_amount"), "amount"),
+             Q(rep("kpi:pipeline_weighted"), "weighted"),
+             Q(rep("kpi:pipeline_due_amount"), "due")],
+            unit=money, w=6, h=8))
+        .with_panel(ranking(
+            "Pace on my targets",
+            "Each KPI the rep has a target for: its value to date over where the target "
+            "should be by now, target × the share of the window gone by "
+            "(kpi:target_pace, SPEC §7.5); below 100 % is behind pace. Only for targets on "
+            f"counts and sums. {now}",
+            [Q(rep("kpi:target_pace"), "{{kpi}}")], unit="percentunit", w=10, h=8,
+            maximum=1.5, thresholds=PACE))
+        .with_panel(joined_table(
+            "My targets: expected by now and projection",
+            "Per target of the rep: attainment (kpi:target_attainment), the value expected "
+            "by now (kpi:target_expected = target × share of the window gone by), pace "
+            "(kpi:target_pace) and the run-rate projection to the window's end "
+            "(kpi:target_projection). Money targets are in the reporting currency. "
+            f"{now}",
+            "kpi",
+            [("Attainment", rep("kpi:target_attainment"), "percentunit"),
+             ("Expected by now", rep("kpi:target_expected"), "short"),
+             ("Pace", rep("kpi:target_pace"), "percentunit"),
+             ("Projection", rep("kpi:target_projection"), "short")],
+            w=24, h=6))
     )
     return finish(d)

@@ -24,6 +24,11 @@ def teams(metric: str, period: str = P, offset: str = "0") -> str:
     return sel(metric, scope="team", team=TEAMS, period=period, offset=offset)
 
 
+def by_stage(metric: str) -> str:
+    """A stage-keyed rule summed over the chosen teams, one series per stage."""
+    return f"sum by (stage) ({teams(metric)})"
+
+
 def reps(metric: str, period: str = P, offset: str = "0", **labels: str) -> str:
     return sel(metric, scope="rep", rep=REPS, period=period, offset=offset, **labels)
 
@@ -149,6 +154,63 @@ def build(settings: DashboardSettings) -> Dashboard:
              ("Conversion", teams("kpi:lead_conversion_rate"), "percentunit"),
              ("Velocity / day", teams("kpi:sales_velocity"), money)],
             w=24, h=8, sort_by="Deals won"))
+
+        .with_row(row("Open pipeline by stage — chosen teams"))
+        .with_panel(big_number(
+            "Open deals", "Deals open now (kpi:pipeline_deals), counted for the team that owns "
+            f"each deal now. {over_teams} {now}",
+            [Q(f'sum({teams("kpi:pipeline_deals")})', "open deals")], unit="short", w=4,
+            decimals=0))
+        .with_panel(big_number(
+            "Open pipeline", "Amount of the deals open now (kpi:pipeline_amount) and that "
+            "amount weighted by each deal's stage probability (kpi:pipeline_weighted). "
+            f"{over_teams} {now}",
+            [Q(f'sum({teams("kpi:pipeline_amount")})', "amount"),
+             Q(f'sum({teams("kpi:pipeline_weighted")})', "weighted")], unit=money, w=8))
+        .with_panel(big_number(
+            "Due this $period", "Open deals expected to close inside the window: amount "
+            "(kpi:pipeline_due_amount) and weighted (kpi:pipeline_due_weighted). "
+            f"{over_teams} {now}",
+            [Q(f'sum({teams("kpi:pipeline_due_amount")})', "due"),
+             Q(f'sum({teams("kpi:pipeline_due_weighted")})', "due weighted")], unit=money,
+            w=6))
+        .with_panel(big_number(
+            "Forecast this $period", "Revenue won plus the due open deals: commit "
+            "(kpi:forecast_commit) and weighted by stage probability (kpi:forecast_weighted). "
+            f"{over_teams} {now}",
+            [Q(f'sum({teams("kpi:forecast_commit")})', "commit"),
+             Q(f'sum({teams("kpi:forecast_weighted")})', "weighted")], unit=money, w=6))
+        .with_panel(joined_table(
+            "Pipeline by stage",
+            "Per configured stage: deals open now (kpi:pipeline_deals_by_stage), their amount "
+            "(kpi:pipeline_amount_by_stage) and weighted amount "
+            "(kpi:pipeline_weighted_by_stage); entries into the stage in the window "
+            "(kpi:stage_entries); mean days of the stays in the stage that ended in the window "
+            "(kpi:stage_stay_seconds_sum / kpi:stage_stays, empty when none ended). Deals "
+            f"without a stage are in the totals above only. {over_teams} {now}",
+            "stage",
+            [("Open deals", by_stage("kpi:pipeline_deals_by_stage"), "short"),
+             ("Amount", by_stage("kpi:pipeline_amount_by_stage"), money),
+             ("Weighted", by_stage("kpi:pipeline_weighted_by_stage"), money),
+             ("Entries", by_stage("kpi:stage_entries"), "short"),
+             ("Mean days in stage",
+              f'{by_stage("kpi:stage_stay_seconds_sum")} / '
+              f'({by_stage("kpi:stage_stays")} > 0) / 86400', "d")],
+            w=12, h=9))
+        .with_panel(ranking(
+            "Open amount by stage",
+            "Amount of the deals open now in each stage (kpi:pipeline_amount_by_stage). "
+            f"{over_teams} {now}",
+            [Q(f'sort_desc({by_stage("kpi:pipeline_amount_by_stage")})', "{{stage}}")],
+            unit=money, w=6, h=9))
+        .with_panel(ranking(
+            "Mean days in stage",
+            "Mean length in days of the stays in each stage that ended in the window "
+            "(kpi:stage_stay_seconds_sum / kpi:stage_stays, summed over the chosen teams, "
+            f"then divided). {now}",
+            [Q(f'sort_desc({by_stage("kpi:stage_stay_seconds_sum")} / '
+               f'({by_stage("kpi:stage_stays")} > 0) / 86400)', "{{stage}}")],
+            unit="d", w=6, h=9))
 
         .with_row(row("Rep leaderboard — $period to date"))
         .with_panel(joined_table(
