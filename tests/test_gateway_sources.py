@@ -506,3 +506,20 @@ def test_salesforce_edit_of_a_closed_opportunity_corrects_its_close(gateway):
         stage="Closed Lost", closed=True, modified="2026-04-20T08:00:00.000Z"))).events
     assert [(e["outcome"], e["occurred_at"]) for e in lost] == [
         ("lost", "2026-04-20T08:00:00.000Z")]
+
+
+
+def test_hubspot_a_late_older_stage_does_not_forget_the_close(gateway):
+    mapped(gateway, "hubspot", hs(
+        hubspot_event("deal.creation", 522, T0),
+        hubspot_event("deal.propertyChange", 522, T0, "amount", "700"),
+        hubspot_event("deal.propertyChange", 522, T0, "hubspot_owner_id", "41629779"),
+        hubspot_event("deal.propertyChange", 522, T0 + 50_000, "dealstage", "closedwon")))
+    late = mapped(gateway, "hubspot", hs(hubspot_event(
+        "deal.propertyChange", 522, T0 + 20_000, "dealstage", "appointmentscheduled"))).events
+    assert [(e["type"], e["occurred_at"]) for e in late] == [
+        ("deal.updated", "2026-03-02T09:00:20.000Z")]  # before the close: no re-open
+    [fix] = mapped(gateway, "hubspot", hs(hubspot_event(
+        "deal.propertyChange", 522, T0 + 90_000, "amount", "900"))).events
+    assert (fix["type"], fix["occurred_at"], fix["amount"]) == (
+        "deal.closed", "2026-03-02T09:00:50.000Z", 900.0)

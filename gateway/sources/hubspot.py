@@ -224,7 +224,8 @@ class HubSpotSource(Source):
                          "at": at, "amount": _prop(state, "amount"), "version": at}
                 state["pending"].append(close)
                 return self._deal_flush(object_id, state, origin)
-            state["closed"] = None  # out of won/lost: re-opened
+            if state["props"]["dealstage"] == [value, at]:
+                state["closed"] = None  # the latest stage is out of won/lost: re-opened
             base["stage"] = self.stage(value)
             return [Emit(base, origin)]
         if name == "amount":
