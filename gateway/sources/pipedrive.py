@@ -191,6 +191,8 @@ class PipedriveSource(Source):
             action in ("create", "added") or previous.get("done") is False)
         if not became_done:
             return []
+        if data.get("id") is None:
+            raise MappingFailure(INVALID_VALUE, "the activity has no id")
         when = data.get("marked_as_done_time") or data.get("update_time")
         if not when:
             raise MappingFailure(INVALID_VALUE, "a done activity without marked_as_done_time")
