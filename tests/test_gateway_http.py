@@ -31,7 +31,8 @@ NOW_MS = 1_772_442_000_000
 # HubSpot's pages give worked examples (secret, method, URI, body -> hash) for v1 and v2; the v3
 # section gives the algorithm (HMAC-SHA256 keyed with the client secret over method + URI +
 # body + timestamp, base64) without numbers. The v2 examples pin the method + URI + body string
-# that v3 signs too; the v3 values below were computed independently with OpenSSL
+# that v3 signs too; HubSpot's own client library pins a v3 value (below); further v3 values
+# were computed independently with OpenSSL
 # (``printf %s 'POST…' | openssl dgst -sha256 -hmac SECRET -binary | base64``).
 
 DOC_SECRET = "yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy"
@@ -46,6 +47,19 @@ DOC_SECRET = "yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy"
 def test_signed_request_string_matches_hubspots_v2_worked_examples(method, uri, body, expected):
     source = request_source(method, uri, body)
     assert hashlib.sha256(DOC_SECRET.encode() + source).hexdigest() == expected
+
+
+def test_v3_signature_matches_hubspots_own_test_vector():
+    """HubSpot's official Python client pins one v3 value (hubspot-api-python,
+    tests/spec/utils/test_signature.py): the documentation's secret and URL, a POST of
+    ``{'example_field':'example_value'}`` at timestamp 15000000. Its v2 value for the same
+    request checks the shared method + URI + body string once more."""
+    body = b"{'example_field':'example_value'}"
+    uri = "https://www.example.com/webhook_uri"
+    assert signature_v3(DOC_SECRET, "POST", uri, body, "15000000") == (
+        "HPW73RUtKmcYoEDADG0s6MmGFWUzWJKAW07r8RDgcQw=")
+    assert hashlib.sha256(DOC_SECRET.encode() + request_source("POST", uri, body)).hexdigest() \
+        == "4fe4e3a7d3cf09db53be39d0a58130e2aaba074ec123a9e355b876a689a1c383"
 
 
 def test_v3_signature_is_the_documented_hmac():
