@@ -272,6 +272,7 @@ class Config:
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     web_tls: WebTlsConfig = field(default_factory=WebTlsConfig)
+    gateway: GatewayConfig = field(default_factory=lambda: GatewayConfig())
 
 
 _SECTIONS: dict[str, type] = {
@@ -308,7 +309,8 @@ def load_config(path: str | os.PathLike[str] | None = None,
 def config_from_mapping(raw: Mapping[str, Any],
                         environ: Mapping[str, str] | None = None) -> Config:
     """Build a validated :class:`Config` from parsed TOML (and optional env overrides)."""
-    unknown = set(raw) - set(_SECTIONS) - {"targets", "pipeline"} - set(_SECURITY_SECTIONS)
+    unknown = (set(raw) - set(_SECTIONS) - {"targets", "pipeline", "gateway"}
+               - set(_SECURITY_SECTIONS))
     if unknown:
         raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
     sections: dict[str, Any] = {}
@@ -323,9 +325,11 @@ def config_from_mapping(raw: Mapping[str, Any],
     sections.update(_build_security_sections(raw, environ))
     targets = _build_targets(raw.get("targets", []))
     pipeline = _build_pipeline(raw.get("pipeline", {}))
+    sections["gateway"] = _build_gateway(raw.get("gateway", {}), environ or {})
     config = Config(targets=targets, pipeline=pipeline, **sections)
     _validate(config)
     validate_exposure(config)
+    _validate_gateway_stages(config)
     return config
 
 
@@ -502,3 +506,186 @@ def _validate(config: Config) -> None:
 def with_overrides(config: Config, **sections: Any) -> Config:
     """A copy with whole sections replaced (tests and the CLI use it)."""
     return replace(config, **sections)
+
+
+# --- [gateway] and [[gateway.sources]]: the CRM webhook gateway (kpi-engine gateway) ------------
+#
+# Kept in one block: the gateway is a separate service that only shares the Kafka settings, the
+# topics and the decoder's rules with the engine. Secrets come from the TOML value, a file
+# (``secret_file``, e.g. a mounted Kubernetes secret) or an environment variable (``secret_env``);
+# they are kept out of ``repr`` so that a logged config never shows them.
+
+GATEWAY_SOURCE_KINDS = ("contract", "pipedrive", "hubspot", "salesforce")
+UNKNOWN_USER_POLICIES = ("dead_letter", "default_team")
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySource:
+    """One CRM (or script) that posts to the gateway, at its own path."""
+
+    name: str
+    kind: str
+    path: str
+    secret: str | None = field(default=None, repr=False)  # token, password or client secret
+    username: str | None = None  # Pipedrive HTTP Basic user
+    org_id: str | None = None  # Salesforce organisation id (15 or 18 characters)
+    public_url: str | None = None  # HubSpot: the URL HubSpot posts to (it is signed)
+    stages: tuple[tuple[str, str], ...] = ()  # CRM stage id -> configured pipeline stage id
+    won_stages: tuple[str, ...] = ()  # HubSpot: deal stage ids that close a deal as won
+    lost_stages: tuple[str, ...] = ()  # ... and as lost
+    qualified_values: tuple[str, ...] = ()  # lifecycle stage / lead status meaning "qualified"
+
+    def stage_map(self) -> dict[str, str]:
+        return dict(self.stages)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    host: str = "127.0.0.1"
+    port: int = 8088
+    max_body_bytes: int = 1_048_576
+    roster: str | None = None  # TOML or CSV file: CRM user ids -> rep, team, display name
+    unknown_user: str = "dead_letter"  # or "default_team"
+    default_team: str | None = None
+    state_topic: str = "crm.gateway.state"  # compacted: HubSpot object state
+    kafka_timeout_seconds: float = 10.0  # longest wait for Kafka's acknowledgement, then 503
+    sources: tuple[GatewaySource, ...] = ()
+
+
+_GATEWAY_SOURCE_DEFAULTS = {
+    "hubspot": {"won_stages": ("closedwon",), "lost_stages": ("closedlost",),
+                "qualified_values": ("salesqualifiedlead",)},
+    "salesforce": {"qualified_values": ("Qualified",)},
+}
+
+
+def _build_gateway(raw: Any, environ: Mapping[str, str]) -> GatewayConfig:
+    if not isinstance(raw, Mapping):
+        raise ConfigError("[gateway] must be a table")
+    values = dict(raw)
+    raw_sources = values.pop("sources", [])
+    scalar = {f.name for f in fields(GatewayConfig)} - {"sources"}
+    for name in scalar:
+        key = f"{ENV_PREFIX}GATEWAY_{name}".upper()
+        if key in environ:
+            values[name] = environ[key]
+    gateway = _build_section("gateway", _GatewayScalars, values)
+    if gateway.unknown_user not in UNKNOWN_USER_POLICIES:
+        raise ConfigError("[gateway] unknown_user must be 'dead_letter' or 'default_team'")
+    if gateway.unknown_user == "default_team" and not gateway.default_team:
+        raise ConfigError("[gateway] default_team is required with unknown_user = 'default_team'")
+    if gateway.max_body_bytes <= 0:
+        raise ConfigError("[gateway] max_body_bytes must be positive")
+    if gateway.kafka_timeout_seconds <= 0:
+        raise ConfigError("[gateway] kafka_timeout_seconds must be positive")
+    if not 0 <= gateway.port <= 65535:
+        raise ConfigError("[gateway] port must be 0..65535")
+    if not isinstance(raw_sources, list):
+        raise ConfigError("[[gateway.sources]] must be an array of tables")
+    sources = tuple(_build_gateway_source(i, s, environ) for i, s in enumerate(raw_sources, 1))
+    for attribute in ("name", "path"):
+        seen = [getattr(s, attribute) for s in sources]
+        for value in seen:
+            if seen.count(value) > 1:
+                raise ConfigError(f"[[gateway.sources]] {attribute} {value!r} is used twice")
+    return GatewayConfig(sources=sources, **{f.name: getattr(gateway, f.name)
+                                             for f in fields(_GatewayScalars)})
+
+
+@dataclass(frozen=True, slots=True)
+class _GatewayScalars:
+    host: str = "127.0.0.1"
+    port: int = 8088
+    max_body_bytes: int = 1_048_576
+    roster: str | None = None
+    unknown_user: str = "dead_letter"
+    default_team: str | None = None
+    state_topic: str = "crm.gateway.state"
+    kafka_timeout_seconds: float = 10.0
+
+
+def _build_gateway_source(index: int, raw: Any, environ: Mapping[str, str]) -> GatewaySource:
+    where = f"[[gateway.sources]] #{index}"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} must be a table")
+    allowed = {"name", "kind", "path", "secret", "secret_file", "secret_env", "username",
+               "org_id", "public_url", "stages", "won_stages", "lost_stages", "qualified_values"}
+    unknown = set(raw) - allowed
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name or not name.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"{where}: 'name' must be letters, digits, '-' or '_'")
+    where = f"[[gateway.sources]] {name!r}"
+    kind = raw.get("kind")
+    if kind not in GATEWAY_SOURCE_KINDS:
+        raise ConfigError(f"{where}: 'kind' must be one of {', '.join(GATEWAY_SOURCE_KINDS)}")
+    path = raw.get("path", f"/hooks/{name}")
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise ConfigError(f"{where}: 'path' must start with '/'")
+    for key in ("username", "org_id", "public_url"):
+        if key in raw and (not isinstance(raw[key], str) or not raw[key]):
+            raise ConfigError(f"{where}: '{key}' must be a non-empty string")
+    secret = _gateway_secret(where, raw, environ)
+    if kind in ("contract", "pipedrive", "hubspot") and secret is None:
+        raise ConfigError(f"{where}: a {kind} source needs 'secret', 'secret_file' or 'secret_env'")
+    if kind == "pipedrive" and "username" not in raw:
+        raise ConfigError(f"{where}: a pipedrive source needs 'username' (HTTP Basic)")
+    if kind == "salesforce" and "org_id" not in raw:
+        raise ConfigError(f"{where}: a salesforce source needs 'org_id'")
+    if kind == "hubspot" and "public_url" not in raw:
+        raise ConfigError(f"{where}: a hubspot source needs 'public_url' (HubSpot signs it)")
+    stages = raw.get("stages", {})
+    if not isinstance(stages, Mapping) or not all(
+            isinstance(v, str) and v for v in stages.values()):
+        raise ConfigError(f"{where}: 'stages' must map CRM stage ids to stage ids (strings)")
+    lists: dict[str, tuple[str, ...]] = dict(_GATEWAY_SOURCE_DEFAULTS.get(kind, {}))
+    for key in ("won_stages", "lost_stages", "qualified_values"):
+        if key in raw:
+            value = raw[key]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{where}: '{key}' must be a list of strings")
+            lists[key] = tuple(value)
+    return GatewaySource(name=name, kind=kind, path=path, secret=secret,
+                         username=raw.get("username"), org_id=raw.get("org_id"),
+                         public_url=raw.get("public_url"),
+                         stages=tuple((str(k), v) for k, v in stages.items()), **lists)
+
+
+def _gateway_secret(where: str, raw: Mapping[str, Any], environ: Mapping[str, str]) -> str | None:
+    given = [key for key in ("secret", "secret_file", "secret_env") if key in raw]
+    if len(given) > 1:
+        raise ConfigError(f"{where}: give one of 'secret', 'secret_file', 'secret_env'")
+    if not given:
+        return None
+    key = given[0]
+    value = raw[key]
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: '{key}' must be a non-empty string")
+    if key == "secret":
+        return value
+    if key == "secret_env":
+        env = environ if environ else os.environ
+        secret = env.get(value)
+        if not secret:
+            raise ConfigError(f"{where}: environment variable {value} (secret_env) is not set")
+        return secret
+    try:
+        secret = Path(value).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read secret_file {value}: {exc.strerror}") from None
+    if not secret:
+        raise ConfigError(f"{where}: secret_file {value} is empty")
+    return secret
+
+
+def _validate_gateway_stages(config: Config) -> None:
+    """With ``[[pipeline.stages]]``, every source's stage mapping must name configured stages."""
+    configured = {stage.id for stage in config.pipeline.stages}
+    if not configured:
+        return
+    for source in config.gateway.sources:
+        for crm_stage, stage in source.stages:
+            if stage not in configured:
+                raise ConfigError(f"[[gateway.sources]] {source.name!r}: stages maps {crm_stage!r} "
+                                  f"to {stage!r}, which is not a [[pipeline.stages]] id")
