@@ -42,6 +42,7 @@ from engine.security.tokens import TokenEntry, format_token_line, new_token, tok
 from streams.app import create_app
 from streams.metrics import WorkerMetrics
 from streams.views import register_views
+from static_cores import StaticCores
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc)
 AS_OF = (NOW + timedelta(seconds=1)).isoformat()
@@ -80,23 +81,6 @@ def _events() -> list[Event]:
     return out
 
 
-class Cores:
-    """What the views read of :class:`streams.tables.PartitionCores`."""
-
-    def __init__(self, cores: list[Core]) -> None:
-        self.cores = cores
-        self.ready = True
-
-    def active_cores(self) -> list[Core]:
-        return self.cores
-
-    def partitions(self) -> list[int]:
-        return list(range(len(self.cores)))
-
-    def counts(self) -> dict[str, int]:
-        return {"duplicate": 0, "invalid": 0}
-
-
 class Tokens:
     """One right and one revoked token per audience, and the configuration holding them."""
 
@@ -132,7 +116,7 @@ class Server:
         for event in _events():
             core.apply(event)
         self.app = create_app(config)
-        register_views(self.app, config, Cores([core]), WorkerMetrics())
+        register_views(self.app, config, StaticCores([core]), WorkerMetrics())
         self.app.web.init_server()  # mounts Faust's own pages, as the worker's start does
         self.loop = asyncio.new_event_loop()
         self.client = TestClient(TestServer(self.app.web.web_app), loop=self.loop)

@@ -32,25 +32,10 @@ from engine.security.tokens import TokenEntry, format_token_line, new_token, tok
 from streams.app import create_app
 from streams.metrics import WorkerMetrics
 from streams.views import register_views
+from static_cores import StaticCores
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")]
-
-
-class Cores:
-    ready = True
-
-    def __init__(self, cores: list[Core]) -> None:
-        self.cores = cores
-
-    def active_cores(self) -> list[Core]:
-        return self.cores
-
-    def partitions(self) -> list[int]:
-        return [0]
-
-    def counts(self) -> dict[str, int]:
-        return {"duplicate": 0, "invalid": 0}
 
 
 def _core(config: Config) -> Core:
@@ -80,7 +65,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
                      worker=WorkerConfig(store="memory://", web_port=port),
                      auth=AuthConfig(tokens=lines))
     app = create_app(config)
-    register_views(app, config, Cores([_core(config)]), WorkerMetrics())
+    register_views(app, config, StaticCores([_core(config)]), WorkerMetrics())
     app.web.init_server()
     loop = asyncio.new_event_loop()
     started = threading.Event()

@@ -23,19 +23,8 @@ from engine.security.tokens import TokenEntry, format_token_line, new_token, tok
 from streams.app import create_app
 from streams.metrics import WorkerMetrics
 from streams.views import register_views
-
-
-class NoCores:
-    ready = True
-
-    def active_cores(self):
-        return []
-
-    def partitions(self):
-        return []
-
-    def counts(self):
-        return {"duplicate": 0, "invalid": 0}
+from static_cores import StaticCores
+from engine.core import Core
 
 
 def line(token: str, audience: str = "executive", revoked: bool = False) -> str:
@@ -53,7 +42,7 @@ def test_the_web_endpoints_serve_https_with_the_configured_certificate(tmp_path:
                      web_tls=WebTlsConfig(str(server_cert.certfile), str(server_cert.keyfile)),
                      auth=AuthConfig(tokens=(line(token),)))
     app = create_app(config)
-    register_views(app, config, NoCores(), WorkerMetrics())
+    register_views(app, config, StaticCores([Core(config.calendar)]), WorkerMetrics())
     app.web.init_server()
     trusted = ssl.create_default_context(cafile=str(ca.certfile))
 
