@@ -314,6 +314,10 @@ def test_every_worker_answers_for_the_whole_company(setup: Setup) -> None:
     for worker in (first, second):
         worker.wait_until(lambda w=worker: w.get("/api/kpis")[0] == 200,
                           "an answer for every partition")
+        # A standby replica follows the owner's changelog with a delay (on a SASL_SSL broker
+        # it was seconds): wait until the answer has caught up with every message. That a
+        # lagging replica answers without saying so is open (docs/reliability.md).
+        wait_all_accounted(setup, worker)
         status, body = worker.get("/api/events")
         assert status == 200 and orjson.loads(body)["missing"] == []
         assert sorted(orjson.loads(body)["partitions"]) == list(range(PARTITIONS))
