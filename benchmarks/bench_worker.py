@@ -279,7 +279,9 @@ def bench_worker(bootstrap: str, topic: str, partitions: int, total: int,
 
 def serving_costs(worker: "Worker") -> dict:
     """With all the state loaded: resident memory of the worker (and its ingest child), and
-    the wall time of one ``/metrics`` scrape and one ``/api/kpis`` report (best of 3)."""
+    the wall time of one ``/metrics`` scrape and one ``/api/kpis`` report (best of 3, each
+    computed afresh: the worker shares an answer for a second, streams.answers, so the tries
+    are 1.2 s apart)."""
     def rss_mib(pid: int) -> float:
         with open(f"/proc/{pid}/status") as fh:
             kb = next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
@@ -288,6 +290,7 @@ def serving_costs(worker: "Worker") -> dict:
     def timed(path: str) -> float:
         best = float("inf")
         for _ in range(3):
+            time.sleep(1.2)
             started = time.perf_counter()
             with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}{path}",
                                         timeout=120) as response:
