@@ -196,12 +196,7 @@ def _build_security_sections(raw: Mapping[str, Any],
 
     out: dict[str, Any] = {}
     for name, cls in _SECURITY_SECTIONS.items():
-        values = raw.get(name, {})
-        if not isinstance(values, Mapping):
-            raise ConfigError(f"[{name}] must be a table")
-        values = dict(values)
-        if environ:
-            values.update(_env_overrides(name, cls, environ))
+        values = _section_values(raw, name, cls, environ)
         tokens = values.pop("tokens", None) if name == "auth" else None
         section = _build_section(name, cls, values)
         if name == "auth" and tokens is not None:
@@ -315,13 +310,7 @@ def config_from_mapping(raw: Mapping[str, Any],
         raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
     sections: dict[str, Any] = {}
     for name, cls in _SECTIONS.items():
-        values = raw.get(name, {})
-        if not isinstance(values, Mapping):
-            raise ConfigError(f"[{name}] must be a table")
-        values = dict(values)
-        if environ:
-            values.update(_env_overrides(name, cls, environ))
-        sections[name] = _build_section(name, cls, values)
+        sections[name] = _build_section(name, cls, _section_values(raw, name, cls, environ))
     sections.update(_build_security_sections(raw, environ))
     targets = _build_targets(raw.get("targets", []))
     pipeline = _build_pipeline(raw.get("pipeline", {}))
@@ -331,6 +320,18 @@ def config_from_mapping(raw: Mapping[str, Any],
     validate_exposure(config)
     _validate_gateway_stages(config)
     return config
+
+
+def _section_values(raw: Mapping[str, Any], name: str, cls: type,
+                    environ: Mapping[str, str] | None) -> dict[str, Any]:
+    """A section's keys from the file, then its ``KPI_<SECTION>_<KEY>`` overrides."""
+    values = raw.get(name, {})
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"[{name}] must be a table")
+    values = dict(values)
+    if environ:
+        values.update(_env_overrides(name, cls, environ))
+    return values
 
 
 def _env_overrides(section: str, cls: type, environ: Mapping[str, str]) -> dict[str, Any]:
