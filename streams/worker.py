@@ -8,18 +8,19 @@ The path of a message: input topic → :class:`streams.ingest.Ingest` (own consu
 over the shards and their ledger records. The ingest service and the ledger writer are
 dependencies of the Faust app, so they start and stop with it.
 
-Also the one rule about local table files (RocksDB under ``[worker] data_dir``): a worker that
-did not stop cleanly discards its local table files on the next start and recovers from the
-changelog, which is the source of truth. (The ledger writer only stores what Kafka has
-acknowledged, so the files should never be ahead of Kafka; the rule costs a recovery after a
-crash and guards against anything else a hard stop may leave behind.) A clean stop leaves a
-marker file, and the next start reuses the local files (fast restart).
+Also the one rule about local table files (RocksDB under ``[worker] data_dir``): a clean stop
+leaves a marker file, and the next start reuses the local files (fast restart). After a run that
+did not stop cleanly the files are reused only when they are provably not ahead of Kafka
+(:mod:`streams.local_state`: they open, and per changelog partition the record at their
+persisted offset is theirs); otherwise they are discarded, with the reason logged, and the
+state is recovered from the changelog, which is the source of truth.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,16 +74,24 @@ class Worker:
     def state_dir(self) -> Path:
         return Path(self.app.conf.tabledir)
 
-    def prepare_local_state(self) -> bool:
-        """Discard local table files unless the last run stopped cleanly; True if discarded."""
+    def prepare_local_state(self, problem: Callable[[Path], str | None] | None = None) -> bool:
+        """Discard local table files unless the last run stopped cleanly or ``problem`` (given
+        the tables directory: why the files may be ahead of Kafka, ``None`` if they are not,
+        :func:`streams.local_state.local_state_problem`) clears them; True if discarded."""
         tables = self.state_dir
         marker = tables.parent / CLEAN_STOP_MARKER
         clean = marker.exists()
         marker.unlink(missing_ok=True)
         if clean or not tables.exists():
             return False
+        reason = "not checked" if problem is None else problem(tables)
+        if reason is None:
+            log.warning("the previous run did not stop cleanly, but its local table files are "
+                        "not ahead of Kafka (each changelog partition holds the record at "
+                        "their offset): reusing the local table state in %s", tables)
+            return False
         log.warning("the previous run did not stop cleanly: discarding %s and recovering "
-                    "table state from the changelog", tables)
+                    "table state from the changelog, because %s", tables, reason)
         shutil.rmtree(tables)
         return True
 

@@ -18,6 +18,7 @@ Kafka with ``kpi-engine produce`` and read by real ``kpi-engine worker`` process
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
@@ -38,6 +39,7 @@ from engine.config import load_config
 from engine.kafka_local import free_port
 from engine.replay import replay_file
 from engine.timestamps import now_micros
+from streams.topics import changelog_topic_config, changelog_topic_name
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -216,9 +218,50 @@ def test_after_kill_9_mid_stream_and_a_restart_the_reports_are_still_equal(
     assert_reports_equal(setup, worker)
     log = (setup.tmp_path / "after-kill.log").read_text(errors="replace")
     assert "did not stop cleanly" in log
+    # The local files are not ahead of Kafka (streams.local_state): reused, no cold recovery.
+    assert "reusing the local table state" in log, log[-3000:]
+    assert "discarding" not in log
     replays = worker.metrics().get(("kpi_replays_skipped_total", ()), 0)
     print(f"replayed items skipped after the restart: {replays:.0f}")
     assert worker.stop(signal.SIGTERM) == 0
+
+
+def test_a_changelog_deleted_and_created_again_makes_a_crashed_worker_discard_its_files(
+        setup: Setup) -> None:
+    worker = setup.worker("before-kill")
+    worker.wait_ready()
+    setup.produce()
+    wait_all_accounted(setup, worker)
+    assert worker.stop(signal.SIGKILL) == -signal.SIGKILL
+    changelog = changelog_topic_name(setup.config)
+    asyncio.run(_recreate_topic(setup.config, changelog, PARTITIONS))
+
+    worker = setup.worker("after-kill")
+    worker.wait_ready()
+    log = (setup.tmp_path / "after-kill.log").read_text(errors="replace")
+    assert "did not stop cleanly" in log and "discarding" in log, log[-3000:]
+    assert f"changelog {changelog!r} partition" in log and "ends at offset 0" in log
+    assert "reusing the local table state" not in log
+    assert worker.stop(signal.SIGTERM) == 0
+
+
+async def _recreate_topic(config, topic: str, partitions: int) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.delete_topics([topic])
+        for _ in range(150):
+            response = await admin.create_topics([NewTopic(topic, partitions, 1,
+                                                           topic_configs={
+                **changelog_topic_config(config), "cleanup.policy": "compact"})])
+            if response.topic_errors[0][1] == 0:
+                return
+            await asyncio.sleep(0.2)  # the deletion is still going on
+        raise AssertionError(f"could not create {topic} again")
+    finally:
+        await admin.close()
 
 
 # -- two workers ------------------------------------------------------------------------------

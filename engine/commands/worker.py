@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
     from engine.kafka_client import ensure_topics, wait_for_broker
     from streams.heap import HeapKeeper
+    from streams.local_state import local_state_problem
     from streams.topics import topic_configs, topic_partitions
     from streams.worker import build_worker
 
@@ -106,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
 
     HeapKeeper.configure()
     worker = build_worker(config, log_level=args.log_level.upper())
-    worker.prepare_local_state()
+    worker.prepare_local_state(
+        lambda tables: loop.run_until_complete(local_state_problem(config, tables)))
     faust_worker = faust.Worker(worker.app, loglevel=args.log_level, quiet=True, loop=loop,
                                 redirect_stdouts=False)
     faust_worker.spinner = None  # a terminal progress spinner only garbles logs

@@ -1,0 +1,376 @@
+"""Soak: one worker fed a steady stream for a long time, watched as a dashboard would watch it.
+
+    python benchmarks/bench_soak.py [--minutes 30] [--rate 2000] [--partitions 4]
+                                    [--csv docs/soak.csv] [--svg docs/soak.svg]
+                                    [--bootstrap HOST:PORT]
+
+``kpi-engine worker`` (durable state, ingest child process) on a fresh input topic; a producer
+sends generated live v2 traffic (``engine.tooling.generator.live_lines``, the mix of
+``benchmarks/pipeline.toml``, 2 % redeliveries and 1 % invalid messages) at ``--rate`` messages
+per second, each stamped "now", for ``--minutes``. Meanwhile:
+
+- every ``--kpis-seconds`` (2) ``GET /api/kpis`` (the wallboard's and the gateway's question) is timed;
+- every ``--sample-seconds`` (5) ``GET /metrics`` is timed and read for
+  ``kpi_consumer_lag_messages`` (input not yet judged) and ``kpi_apply_lag_bundles`` (bundles
+  not yet applied), summed over partitions, and the resident memory of the worker and of its
+  ingest child is read from /proc.
+
+At the end the producer stops and the worker must account for every message it was sent
+(``/api/events`` ``read`` equal to the acknowledged count), or the run fails. Written: a CSV of
+the samples (``--csv``), a CSV of ``/api/kpis`` latency p50/p99 per minute (``--minutes-csv``),
+and an SVG plot of RSS, latency and lag over time (``--svg``; drawn here, no plotting library).
+
+Without ``--bootstrap`` a local broker is started in a temporary directory (as the tests do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+from bench_worker import STAGES, Worker, _create_topic, tree_cpu_seconds
+
+from engine.kafka_local import LocalKafka
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def rss_mib(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            kb = next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return 0.0
+    return kb / 1024
+
+
+def children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(c) for c in text.split()]
+
+
+def metric_sum(text: str, name: str) -> int:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return int(total)
+
+
+def timed_get(url: str, timeout: float = 60) -> tuple[float, int, bytes]:
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            body, status = response.read(), response.status
+    except urllib.error.HTTPError as exc:
+        body, status = exc.read(), exc.code
+    except OSError:
+        body, status = b"", 0
+    return time.perf_counter() - started, status, body
+
+
+class Producer(threading.Thread):
+    """Sends live generated lines at ``rate``/s until stopped; ``acked`` counts what Kafka
+    acknowledged, ``failed`` what it did not."""
+
+    def __init__(self, bootstrap: str, topic: str, rate: float) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.topic, self.rate = bootstrap, topic, rate
+        self.stop_event = threading.Event()
+        self.sent = self.acked = self.failed = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except BaseException as exc:  # reported by the main thread
+            self.error = exc
+
+    async def _run(self) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        from engine.producer import entity_key
+        from engine.tooling.generator import GeneratorSettings, live_lines
+
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all",
+                                    enable_idempotence=True)
+        await producer.start()
+        lines = live_lines(GeneratorSettings(seed=13, duplicates=0.02, invalid=0.01,
+                                             stages=STAGES[0]), self.rate)
+        pending: list[asyncio.Future] = []
+        last_check = time.monotonic()
+        try:
+            due, line = next(lines)
+            while not self.stop_event.is_set():
+                await asyncio.sleep(max(0.0, due - time.time()))
+                now = time.time()
+                while due <= now:
+                    pending.append(await producer.send(self.topic, line,
+                                                       key=entity_key(line)))
+                    self.sent += 1
+                    due, line = next(lines)
+                if time.monotonic() - last_check >= 1.0:
+                    await self._settle(pending)
+                    pending = []
+                    last_check = time.monotonic()
+            await producer.flush()
+            await self._settle(pending)
+        finally:
+            await producer.stop()
+
+    async def _settle(self, pending: list[asyncio.Future]) -> None:
+        for result in await asyncio.gather(*pending, return_exceptions=True):
+            if isinstance(result, BaseException):
+                self.failed += 1
+            else:
+                self.acked += 1
+
+
+class KpisPoller(threading.Thread):
+    """``GET /api/kpis`` every ``interval`` s: (seconds since start, latency s, status)."""
+
+    def __init__(self, url: str, t0: float, interval: float = 1.0) -> None:
+        super().__init__(daemon=True)
+        self.url, self.t0, self.interval = url, t0, interval
+        self.samples: list[tuple[float, float, int]] = []
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            started = time.monotonic()
+            seconds, status, _ = timed_get(self.url)
+            self.samples.append((started - self.t0, seconds, status))
+            self.stop_event.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+# -- the plot ------------------------------------------------------------------------------------
+
+def svg_plot(path: Path, title: str, panels: list[tuple[str, list[tuple[str, str,
+             list[tuple[float, float]]]]]], x_max: float) -> None:
+    """A stacked line chart: one panel per (y label, [(series label, colour, [(x, y)])]),
+    x in minutes. Hand-written SVG: polylines, axes, a few ticks, a legend."""
+    width, panel_h, left, right, top, gap = 900, 190, 70, 20, 40, 45
+    height = top + len(panels) * (panel_h + gap)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'font-family="sans-serif" font-size="12">',
+           f'<rect width="{width}" height="{height}" fill="white"/>',
+           f'<text x="{left}" y="22" font-size="15" font-weight="bold">{_esc(title)}</text>']
+    plot_w = width - left - right
+    for i, (ylabel, series) in enumerate(panels):
+        y0 = top + i * (panel_h + gap)
+        y_max = max([y for _, _, pts in series for _, y in pts] + [0.0]) * 1.1 or 1.0
+        sx = lambda x: left + plot_w * x / x_max  # noqa: E731
+        sy = lambda y: y0 + panel_h - panel_h * y / y_max  # noqa: E731
+        out.append(f'<rect x="{left}" y="{y0}" width="{plot_w}" height="{panel_h}" '
+                   'fill="none" stroke="#999"/>')
+        for k in range(5):
+            value = y_max * k / 4
+            y = sy(value)
+            out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" '
+                       'stroke="#eee"/>')
+            out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">'
+                       f'{_fmt(value)}</text>')
+        step = max(1, round(x_max / 10))
+        for m in range(0, int(x_max) + 1, step):
+            x = sx(m)
+            out.append(f'<text x="{x:.1f}" y="{y0 + panel_h + 15}" text-anchor="middle">'
+                       f'{m}</text>')
+        out.append(f'<text x="{left + plot_w / 2}" y="{y0 + panel_h + 30}" '
+                   'text-anchor="middle" fill="#555">minutes</text>')
+        out.append(f'<text x="14" y="{y0 + panel_h / 2}" text-anchor="middle" '
+                   f'transform="rotate(-90 14 {y0 + panel_h / 2})">{_esc(ylabel)}</text>')
+        for j, (label, colour, pts) in enumerate(series):
+            if pts:
+                coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
+                out.append(f'<polyline points="{coords}" fill="none" stroke="{colour}" '
+                           'stroke-width="1.5"/>')
+            lx = left + 10 + j * 190
+            out.append(f'<line x1="{lx}" y1="{y0 + 12}" x2="{lx + 20}" y2="{y0 + 12}" '
+                       f'stroke="{colour}" stroke-width="3"/>')
+            out.append(f'<text x="{lx + 25}" y="{y0 + 16}">{_esc(label)}</text>')
+    out.append("</svg>")
+    path.write_text("\n".join(out) + "\n")
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.0f}" if value >= 10 or value == 0 else f"{value:.1f}"
+
+
+def _esc(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+def run(args: argparse.Namespace, bootstrap: str, workdir: Path) -> int:
+    topic = f"soak-in-{uuid.uuid4().hex[:8]}"
+    asyncio.run(_create_topic(bootstrap, topic, args.partitions))
+    worker = Worker(bootstrap, topic, args.partitions, workdir, "soak")
+    worker.wait_ready()
+    base = f"http://127.0.0.1:{worker.port}"
+    t0 = time.monotonic()
+    producer = Producer(bootstrap, topic, args.rate)
+    kpis = KpisPoller(f"{base}/api/kpis", t0, args.kpis_seconds)
+    producer.start()
+    kpis.start()
+    rows: list[dict] = []
+    duration = args.minutes * 60
+    cpu0 = tree_cpu_seconds(worker.process.pid)
+    try:
+        while time.monotonic() - t0 < duration:
+            time.sleep(args.sample_seconds)
+            if worker.process.poll() is not None:
+                raise SystemExit(f"the worker exited; see {worker.log.name}")
+            if producer.error is not None:
+                raise SystemExit(f"the producer failed: {producer.error!r}")
+            rows.append(sample(worker, base, t0, producer))
+            last = rows[-1]
+            if len(rows) % max(1, int(60 / args.sample_seconds)) == 0:
+                print(f"{last['t_s']:7.0f} s: sent {last['sent']}, read {last['read']}, "
+                      f"RSS {last['rss_worker_mib']:.0f}+{last['rss_ingest_mib']:.0f} MiB, "
+                      f"lag {last['consumer_lag']}/{last['apply_lag']}", flush=True)
+        producer.stop_event.set()
+        producer.join(timeout=60)
+        cpu = tree_cpu_seconds(worker.process.pid) - cpu0
+        if producer.error is not None:
+            raise SystemExit(f"the producer failed: {producer.error!r}")
+        deadline = time.monotonic() + 180
+        read = -1
+        while time.monotonic() < deadline:
+            events = worker.events()
+            read = events["read"] if events else -1
+            if read >= producer.acked:
+                break
+            time.sleep(0.5)
+        drained = time.monotonic() - t0 - duration
+        rows.append(sample(worker, base, t0, producer))
+    finally:
+        kpis.stop_event.set()
+        kpis.join(timeout=70)
+        worker.stop()
+
+    write_outputs(args, rows, kpis.samples)
+    latencies = [s for _, s, status in kpis.samples if status == 200]
+    errors = [status for _, _, status in kpis.samples if status != 200]
+    metrics_ms = [r["metrics_ms"] for r in rows]
+    first_min = [r for r in rows if r["t_s"] <= 60]
+    print(f"\n{args.minutes:g} min at {args.rate:g} msg/s, {args.partitions} partitions")
+    print(f"produced (acknowledged) {producer.acked}, failed {producer.failed}; worker read "
+          f"{read} ({'EQUAL' if read == producer.acked else 'NOT EQUAL'}), "
+          f"drained {drained:.1f} s after the producer stopped")
+    print(f"worker + ingest CPU: {cpu:.0f} s over {duration:.0f} s "
+          f"({100 * cpu / duration:.1f} % of one core)")
+    print(f"RSS worker: {first_min[-1]['rss_worker_mib'] if first_min else 0:.0f} MiB after "
+          f"1 min, {max(r['rss_worker_mib'] for r in rows):.0f} max, "
+          f"{rows[-1]['rss_worker_mib']:.0f} at the end; ingest child "
+          f"{max(r['rss_ingest_mib'] for r in rows):.0f} max, "
+          f"{rows[-1]['rss_ingest_mib']:.0f} at the end")
+    print(f"/api/kpis: {len(latencies)} answers, {len(errors)} not 200; p50 "
+          f"{percentile(latencies, 50) * 1000:.1f} ms, p99 {percentile(latencies, 99) * 1000:.1f}"
+          f" ms, max {max(latencies) * 1000:.1f} ms")
+    print(f"/metrics: p50 {statistics.median(metrics_ms):.1f} ms, max {max(metrics_ms):.1f} ms")
+    print(f"consumer lag max {max(r['consumer_lag'] for r in rows)} messages, apply lag max "
+          f"{max(r['apply_lag'] for r in rows)} bundles")
+    return 0 if read == producer.acked and producer.failed == 0 else 1
+
+
+def sample(worker: Worker, base: str, t0: float, producer: Producer) -> dict:
+    t = time.monotonic() - t0
+    metrics_s, _, text = timed_get(f"{base}/metrics")
+    events = worker.events() or {}
+    body = text.decode(errors="replace")
+    ingest = children(worker.process.pid)
+    return {"t_s": round(t, 1), "sent": producer.sent, "read": events.get("read", -1),
+            "rss_worker_mib": round(rss_mib(worker.process.pid), 1),
+            "rss_ingest_mib": round(sum(rss_mib(c) for c in ingest), 1),
+            "consumer_lag": metric_sum(body, "kpi_consumer_lag_messages"),
+            "apply_lag": metric_sum(body, "kpi_apply_lag_bundles"),
+            "metrics_ms": round(metrics_s * 1000, 1)}
+
+
+def write_outputs(args: argparse.Namespace, rows: list[dict],
+                  kpis: list[tuple[float, float, int]]) -> None:
+    with open(args.csv, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    per_minute: list[tuple[int, float, float, int]] = []
+    for minute in range(int(max(t for t, _, _ in kpis) // 60) + 1):
+        values = [s * 1000 for t, s, status in kpis if minute * 60 <= t < minute * 60 + 60
+                  and status == 200]
+        if values:
+            per_minute.append((minute, percentile(values, 50), percentile(values, 99),
+                               len(values)))
+    with open(args.minutes_csv, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["minute", "api_kpis_p50_ms", "api_kpis_p99_ms", "requests"])
+        for minute, p50, p99, n in per_minute:
+            writer.writerow([minute, f"{p50:.1f}", f"{p99:.1f}", n])
+    x = lambda r: r["t_s"] / 60  # noqa: E731
+    svg_plot(Path(args.svg),
+             f"Soak: {args.rate:g} msg/s for {args.minutes:g} min, one worker, "
+             f"{args.partitions} partitions",
+             [("RSS (MiB)", [("worker", "#1f77b4", [(x(r), r["rss_worker_mib"]) for r in rows]),
+                             ("ingest child", "#ff7f0e",
+                              [(x(r), r["rss_ingest_mib"]) for r in rows])]),
+              ("/api/kpis (ms)", [("p50 per minute", "#2ca02c",
+                                   [(m + 0.5, p50) for m, p50, _, _ in per_minute]),
+                                  ("p99 per minute", "#d62728",
+                                   [(m + 0.5, p99) for m, _, p99, _ in per_minute])]),
+              ("lag", [("consumer lag (messages)", "#9467bd",
+                        [(x(r), r["consumer_lag"]) for r in rows]),
+                       ("apply lag (bundles)", "#8c564b",
+                        [(x(r), r["apply_lag"]) for r in rows])])],
+             x_max=max(args.minutes, rows[-1]["t_s"] / 60))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--rate", type=float, default=2000.0, help="messages per second")
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--sample-seconds", type=float, default=5.0,
+                        help="how often /metrics and memory are read")
+    parser.add_argument("--kpis-seconds", type=float, default=2.0,
+                        help="how often /api/kpis is asked")
+    parser.add_argument("--csv", default=str(DOCS / "soak.csv"))
+    parser.add_argument("--minutes-csv", default=str(DOCS / "soak-minutes.csv"))
+    parser.add_argument("--svg", default=str(DOCS / "soak.svg"))
+    parser.add_argument("--bootstrap", help="use this broker instead of starting one")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:
+        workdir = Path(tmp)
+        kafka = None
+        if args.bootstrap:
+            bootstrap = args.bootstrap
+        else:
+            kafka = LocalKafka(workdir / "kafka")
+            kafka.start()
+            bootstrap = kafka.bootstrap
+        try:
+            return run(args, bootstrap, workdir)
+        finally:
+            if kafka is not None:
+                kafka.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
