@@ -9,14 +9,15 @@ sends generated live v2 traffic (``engine.tooling.generator.live_lines``, the mi
 ``benchmarks/pipeline.toml``, 2 % redeliveries and 1 % invalid messages) at ``--rate`` messages
 per second, each stamped "now", for ``--minutes``. Meanwhile:
 
-- every ``--kpis-seconds`` (2) ``GET /api/kpis`` (the wallboard's and the gateway's question) is timed;
-- every ``--sample-seconds`` (5) ``GET /metrics`` is timed and read for
+- every ``--kpis-seconds`` (5, the wallboard's refresh) ``GET /api/kpis`` is timed;
+- every ``--sample-seconds`` (15, the project's Prometheus scrape interval) ``GET /metrics`` is timed and read for
   ``kpi_consumer_lag_messages`` (input not yet judged) and ``kpi_apply_lag_bundles`` (bundles
   not yet applied), summed over partitions, and the resident memory of the worker and of its
   ingest child is read from /proc.
 
 At the end the producer stops and the worker must account for every message it was sent
-(``/api/events`` ``read`` equal to the acknowledged count), or the run fails. Written: a CSV of
+(``/api/events`` ``read`` equal to the acknowledged count, within ``--drain-seconds``), or the
+run fails. Written: a CSV of
 the samples (``--csv``), a CSV of ``/api/kpis`` latency p50/p99 per minute (``--minutes-csv``),
 and an SVG plot of RSS, latency and lag over time (``--svg``; drawn here, no plotting library).
 
@@ -235,8 +236,10 @@ def run(args: argparse.Namespace, bootstrap: str, workdir: Path) -> int:
     duration = args.minutes * 60
     cpu0 = tree_cpu_seconds(worker.process.pid)
     try:
+        due = t0
         while time.monotonic() - t0 < duration:
-            time.sleep(args.sample_seconds)
+            due += args.sample_seconds
+            time.sleep(max(0.0, due - time.monotonic()))
             if worker.process.poll() is not None:
                 raise SystemExit(f"the worker exited; see {worker.log.name}")
             if producer.error is not None:
@@ -252,7 +255,7 @@ def run(args: argparse.Namespace, bootstrap: str, workdir: Path) -> int:
         cpu = tree_cpu_seconds(worker.process.pid) - cpu0
         if producer.error is not None:
             raise SystemExit(f"the producer failed: {producer.error!r}")
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + args.drain_seconds
         read = -1
         while time.monotonic() < deadline:
             events = worker.events()
@@ -347,10 +350,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--rate", type=float, default=2000.0, help="messages per second")
     parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--sample-seconds", type=float, default=5.0,
-                        help="how often /metrics and memory are read")
-    parser.add_argument("--kpis-seconds", type=float, default=2.0,
-                        help="how often /api/kpis is asked")
+    parser.add_argument("--sample-seconds", type=float, default=15.0,
+                        help="how often /metrics and memory are read (Prometheus: 15 s)")
+    parser.add_argument("--kpis-seconds", type=float, default=5.0,
+                        help="how often /api/kpis is asked (the wallboard: 5 s)")
+    parser.add_argument("--drain-seconds", type=float, default=900.0,
+                        help="how long the worker may take to catch up at the end")
     parser.add_argument("--csv", default=str(DOCS / "soak.csv"))
     parser.add_argument("--minutes-csv", default=str(DOCS / "soak-minutes.csv"))
     parser.add_argument("--svg", default=str(DOCS / "soak.svg"))

@@ -1,0 +1,212 @@
+"""Time from worker start to ready with two years of state: cold, warm, and warm after kill -9.
+
+    python benchmarks/bench_recovery.py [--events FILE.jsonl] [--lines N] [--partitions 4]
+                                        [--bootstrap HOST:PORT]
+
+One run, one broker, one app id. The two-year v2 file of the benchmarks (``bench_report.py``:
+``kpi-engine generate --seed 7 --from 2024-11-01 --to 2026-11-01 --events 1000000 --config
+benchmarks/pipeline.toml``, cached in the system temp directory; ``--lines N`` takes its first
+N lines for a quick try) is produced to a fresh input topic and read by ``kpi-engine worker``
+until every message is accounted for; then the worker is stopped and started again, and each
+start is timed from the process start to the first moment that ``/ready`` answers 200 *and*
+``/api/kpis`` answers 200 (complete: no partition missing), with ``/api/events`` then checked
+to account for every message:
+
+1. ``warm``: after a clean stop (SIGTERM): the local RocksDB files are reused;
+2. ``warm after kill -9``: the same worker killed with SIGKILL once ready: the files are reused
+   when provably not ahead of Kafka (``streams.local_state``), else it would be cold;
+3. ``cold``: the data directory emptied: every partition recovered from the ledger changelog.
+
+Reported as seconds and as the ratio of cold to each warm start. The worker logs are kept in
+the temporary directory only for the run; the log line saying whether local state was reused
+is printed for the kill -9 start.
+
+Without ``--bootstrap`` a local broker is started in a temporary directory (as the tests do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+from bench_report import DEFAULT_CONFIG, ensure_default_file
+from bench_worker import produce
+
+from engine.kafka_local import LocalKafka, free_port
+
+READY_TIMEOUT = 1800
+
+
+def status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=120) as response:
+            response.read()
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def events_read(base: str) -> int:
+    import json
+
+    try:
+        with urllib.request.urlopen(f"{base}/api/events", timeout=120) as response:
+            return json.loads(response.read())["events"]["read"]
+    except (OSError, ValueError, KeyError):
+        return -1
+
+
+class Runs:
+    """Starts of ``kpi-engine worker`` with one configuration (one app id, one data dir)."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.data_dir = workdir / "data"
+        self.config = workdir / "worker.toml"
+        self.config.write_text(f"""
+[kafka]
+bootstrap_servers = "{bootstrap}"
+[topics]
+input = "{topic}"
+dead_letter = "{topic}-dlq"
+partitions = {partitions}
+[worker]
+app_id = "bench-recovery-{uuid.uuid4().hex[:8]}"
+data_dir = "{self.data_dir}"
+web_port = {self.port}
+""" + DEFAULT_CONFIG.read_text())
+        self.process: subprocess.Popen | None = None
+        self.log_path: Path | None = None
+
+    def start(self, label: str) -> float:
+        """Start a worker; the monotonic time it was started."""
+        self.log_path = self.workdir / f"{label}.log"
+        log = open(self.log_path, "wb")
+        started = time.monotonic()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", "worker", "--config", str(self.config),
+             "--log-level", "info"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        return started
+
+    def wait(self, condition, what: str, timeout: float = READY_TIMEOUT) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise SystemExit(f"the worker exited while waiting for {what}; "
+                                 f"see {self.log_path}:\n{self.log_tail()}")
+            if condition():
+                return time.monotonic()
+            time.sleep(0.1)
+        raise SystemExit(f"timed out waiting for {what}; see {self.log_path}")
+
+    def time_to_ready(self, label: str, total: int) -> float:
+        started = self.start(label)
+        ready = self.wait(lambda: status(f"{self.base}/ready") == 200
+                          and status(f"{self.base}/api/kpis") == 200, "ready and complete")
+        read = events_read(self.base)
+        if read != total:
+            raise SystemExit(f"{label}: ready, but {read} of {total} messages accounted for")
+        return ready - started
+
+    def stop(self, sig: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        self.process.wait(timeout=120)
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:] if self.log_path else ""
+
+    def log_lines(self, needle: str) -> list[str]:
+        text = self.log_path.read_text(errors="replace") if self.log_path else ""
+        return [line for line in text.splitlines() if needle in line]
+
+
+def run(args: argparse.Namespace, bootstrap: str, workdir: Path) -> int:
+    path = Path(args.events) if args.events else ensure_default_file()
+    lines = [line for line in path.read_bytes().splitlines() if line.strip()]
+    if args.lines:
+        lines = lines[:args.lines]
+    total = len(lines)
+    topic = f"bench-recovery-{uuid.uuid4().hex[:8]}"
+    started = time.monotonic()
+    produce(lines, topic, bootstrap, args.partitions)
+    print(f"input: {total} messages of {path} on {topic} ({args.partitions} partitions), "
+          f"produced in {time.monotonic() - started:.0f} s", flush=True)
+    del lines
+
+    runs = Runs(bootstrap, topic, args.partitions, workdir)
+    started = runs.start("load")
+    runs.wait(lambda: events_read(runs.base) == total, f"all {total} messages",
+              timeout=3600)
+    print(f"first worker: all messages accounted for {time.monotonic() - started:.0f} s "
+          "after its start", flush=True)
+    runs.stop(signal.SIGTERM)
+    state = sum(f.stat().st_size for f in runs.data_dir.rglob("*") if f.is_file())
+    print(f"local state after a clean stop: {state / 2**20:.0f} MiB", flush=True)
+
+    results: dict[str, float] = {}
+    results["warm"] = runs.time_to_ready("warm", total)
+    print(f"warm (after a clean stop): {results['warm']:.1f} s", flush=True)
+    runs.stop(signal.SIGKILL)
+
+    results["kill9"] = runs.time_to_ready("after-kill", total)
+    reuse = runs.log_lines("did not stop cleanly")
+    print(f"warm after kill -9: {results['kill9']:.1f} s", flush=True)
+    for line in reuse:
+        print(f"  log: {line.strip()[:300]}")
+    runs.stop(signal.SIGTERM)
+
+    shutil.rmtree(runs.data_dir)
+    results["cold"] = runs.time_to_ready("cold", total)
+    print(f"cold (empty data dir, from the changelog): {results['cold']:.1f} s", flush=True)
+    runs.stop(signal.SIGTERM)
+
+    print(f"\n{total} messages, {args.partitions} partitions: time from start to ready and "
+          f"/api/kpis complete")
+    print(f"  cold {results['cold']:.1f} s, warm {results['warm']:.1f} s, warm after kill -9 "
+          f"{results['kill9']:.1f} s")
+    print(f"  cold / warm {results['cold'] / results['warm']:.1f}x, cold / warm after kill -9 "
+          f"{results['cold'] / results['kill9']:.1f}x")
+    return 0 if reuse and all("reusing" in line for line in reuse) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", help="a JSONL file (default: the cached two-year v2 file)")
+    parser.add_argument("--lines", type=int, default=0, help="only the first N lines")
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--bootstrap", help="use this broker instead of starting one")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-recovery-") as tmp:
+        workdir = Path(tmp)
+        kafka = None
+        if args.bootstrap:
+            bootstrap = args.bootstrap
+        else:
+            kafka = LocalKafka(workdir / "kafka")
+            kafka.start()
+            bootstrap = kafka.bootstrap
+        try:
+            return run(args, bootstrap, workdir)
+        finally:
+            if kafka is not None:
+                kafka.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
