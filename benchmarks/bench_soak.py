@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import math
 import statistics
 import sys
 import tempfile
@@ -165,9 +166,11 @@ def percentile(values: list[float], p: float) -> float:
 # -- the plot ------------------------------------------------------------------------------------
 
 def svg_plot(path: Path, title: str, panels: list[tuple[str, list[tuple[str, str,
-             list[tuple[float, float]]]]]], x_max: float) -> None:
+             list[tuple[float, float]]]]]], x_max: float,
+             stop_at: float | None = None) -> None:
     """A stacked line chart: one panel per (y label, [(series label, colour, [(x, y)])]),
-    x in minutes. Hand-written SVG: polylines, axes, a few ticks, a legend."""
+    x in minutes (``stop_at``: a dashed line there). Hand-written SVG: polylines, axes, a few
+    ticks, a legend."""
     width, panel_h, left, right, top, gap = 900, 190, 70, 20, 40, 45
     height = top + len(panels) * (panel_h + gap)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -177,13 +180,16 @@ def svg_plot(path: Path, title: str, panels: list[tuple[str, list[tuple[str, str
     plot_w = width - left - right
     for i, (ylabel, series) in enumerate(panels):
         y0 = top + i * (panel_h + gap)
-        y_max = max([y for _, _, pts in series for _, y in pts] + [0.0]) * 1.1 or 1.0
+        top_value = max([y for _, _, pts in series for _, y in pts] + [0.0])
+        y_step = _nice_step(top_value / 4)
+        ticks = max(1, math.ceil(top_value / y_step))
+        y_max = y_step * ticks
         sx = lambda x: left + plot_w * x / x_max  # noqa: E731
         sy = lambda y: y0 + panel_h - panel_h * y / y_max  # noqa: E731
         out.append(f'<rect x="{left}" y="{y0}" width="{plot_w}" height="{panel_h}" '
                    'fill="none" stroke="#999"/>')
-        for k in range(5):
-            value = y_max * k / 4
+        for k in range(ticks + 1):
+            value = y_step * k
             y = sy(value)
             out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" '
                        'stroke="#eee"/>')
@@ -194,6 +200,11 @@ def svg_plot(path: Path, title: str, panels: list[tuple[str, list[tuple[str, str
             x = sx(m)
             out.append(f'<text x="{x:.1f}" y="{y0 + panel_h + 15}" text-anchor="middle">'
                        f'{m}</text>')
+        if stop_at is not None:
+            out.append(f'<line x1="{sx(stop_at):.1f}" y1="{y0}" x2="{sx(stop_at):.1f}" '
+                       f'y2="{y0 + panel_h}" stroke="#555" stroke-dasharray="4 3"/>')
+            out.append(f'<text x="{sx(stop_at) - 4:.1f}" y="{y0 + panel_h - 6}" '
+                       'text-anchor="end" fill="#555">producer stops</text>')
         out.append(f'<text x="{left + plot_w / 2}" y="{y0 + panel_h + 30}" '
                    'text-anchor="middle" fill="#555">minutes</text>')
         out.append(f'<text x="14" y="{y0 + panel_h / 2}" text-anchor="middle" '
@@ -209,6 +220,14 @@ def svg_plot(path: Path, title: str, panels: list[tuple[str, list[tuple[str, str
             out.append(f'<text x="{lx + 25}" y="{y0 + 16}">{_esc(label)}</text>')
     out.append("</svg>")
     path.write_text("\n".join(out) + "\n")
+
+
+def _nice_step(raw: float) -> float:
+    """The smallest 1, 2 or 5 × 10^k at least ``raw`` (1 for nothing to show)."""
+    if raw <= 0:
+        return 1.0
+    magnitude = 10 ** math.floor(math.log10(raw))
+    return next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
 
 
 def _fmt(value: float) -> str:
@@ -342,7 +361,7 @@ def write_outputs(args: argparse.Namespace, rows: list[dict],
                         [(x(r), r["consumer_lag"]) for r in rows]),
                        ("apply lag (bundles)", "#8c564b",
                         [(x(r), r["apply_lag"]) for r in rows])])],
-             x_max=max(args.minutes, rows[-1]["t_s"] / 60))
+             x_max=max(args.minutes, rows[-1]["t_s"] / 60), stop_at=args.minutes)
 
 
 def main(argv: list[str] | None = None) -> int:
