@@ -150,5 +150,9 @@ def build_worker(config: Config, *, on_fatal: FatalHandler = exit_on_kafka_failu
     async def refresh_replicas() -> None:
         await replicas.refresh()
 
+    @app.timer(REPLICA_REFRESH_SECONDS, on_leader=False, name="replica-ends")
+    async def read_replica_ends() -> None:
+        await replicas.update_ends()
+
     register_views(app, config, cores, metrics, replicas)
     return Worker(config, app, topics, table, cores, metrics, ingest, writer, apply, retention)
