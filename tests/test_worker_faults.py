@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +25,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from reportdiff import diff_reports
 from test_poison import (
     INPUT_MAX_MESSAGE_BYTES,
@@ -33,8 +36,10 @@ from test_poison import (
 )
 from test_worker_equivalence import CALENDAR, PARTITIONS, Setup, _cli, instants
 
-from engine.kafka_client import client_kwargs
+from engine.kafka_client import client_kwargs, ensure_topics
 from engine.kafka_local import LocalKafka
+from streams.dead_letter_topic import DeadLetterTopicWatch
+from streams.topics import topic_configs, topic_partitions
 from engine.producer import entity_key
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -71,6 +76,10 @@ def split_file(setup: Setup, parts: int) -> list[Path]:
         path.write_bytes(b"\n".join(lines[i * size:(i + 1) * size]) + b"\n")
         paths.append(path)
     return paths
+
+
+def _count_lines(paths: list[Path]) -> int:
+    return sum(1 for path in paths for line in path.read_bytes().splitlines() if line.strip())
 
 
 def assert_equal_to_file(setup: Setup, worker, extra_invalid: int = 0) -> None:
@@ -138,6 +147,40 @@ def test_the_dead_letter_topic_deleted_mid_stream_loses_nothing_and_says_so(
     assert worker.stop(signal.SIGTERM) == 0
 
 
+def test_a_deleted_dead_letter_topic_is_created_again_as_configured(setup: Setup) -> None:
+    """Where the broker does not auto-create it (``auto.create.topics.enable=false``, common
+    in production), nothing would: the watch creates it with the configured partitions and
+    configs, and its own look-ups never auto-create it with the broker's defaults."""
+    config = setup.config
+    topic = config.topics.dead_letter
+
+    async def run() -> list:
+        await ensure_topics(config.kafka, topic_partitions(config), 1, topic_configs(config))
+        watch = DeadLetterTopicWatch(config)
+        try:
+            assert await watch.check() is None
+            assert watch.partitions_seen == PARTITIONS
+            await _admin(setup, lambda admin: admin.delete_topics([topic]))
+            deadline = time.monotonic() + 30
+            while await watch.partitions() is not None:  # deletion is asynchronous
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.2)
+            assert await watch.partitions() is None  # looking did not create it
+            assert await watch.check() == "created"
+            assert await watch.partitions() == PARTITIONS
+            assert await watch.check() is None
+        finally:
+            await watch.stop()
+        return await _admin(setup, lambda admin: admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, {"min.insync.replicas": None})]))
+
+    responses = asyncio.run(run())
+    entries = [entry for response in responses for resource in response.resources
+               for entry in resource[4]]
+    # set on the topic (config source 1, DYNAMIC_TOPIC_CONFIG), not the broker's default
+    assert ("min.insync.replicas", "1", 1) in [(e[0], e[1], e[3]) for e in entries], entries
+
+
 def test_every_codec_and_every_poison_class_through_a_worker(setup: Setup,
                                                              monkeypatch) -> None:
     """The file in four parts, each compressed with another codec, and the poison classes of
@@ -173,7 +216,7 @@ def test_every_codec_and_every_poison_class_through_a_worker(setup: Setup,
         await produce_with_a_header_key_not_utf8(
             monkeypatch, bootstrap, config.topics.input,
             {"value": b"{not json"}, {"value": lead("bad-header", now)})
-        await _produce(bootstrap, config.topics.input, [{"value": b""}])
+        await _produce(bootstrap, config.topics.input, [{"value": None}])  # no key, no value
         return sent + 3
 
     poison_sent = asyncio.run(produce_all())
@@ -187,34 +230,47 @@ def test_every_codec_and_every_poison_class_through_a_worker(setup: Setup,
 
 @pytest.mark.fault
 def test_the_single_broker_restarted_mid_stream(unique_name, tmp_path, events_file) -> None:
-    """The worker's only broker is stopped (SIGTERM, as a restart does) while the file is
-    being produced, and started again 20 s later: the same worker process goes on, and the
+    """The file is produced in ten chunks a second apart; right after the fifth (still being
+    counted) the worker's only broker is stopped (SIGTERM, as a restart does) and started
+    again 20 s later, then the other chunks follow: the same worker process goes on, and the
     report equals the file's."""
     with LocalKafka(tmp_path / "kafka") as kafka:
         setup = Setup(kafka.bootstrap, unique_name, tmp_path, events_file)
         try:
-            head, rest = split_file(setup, 2)
+            chunks = split_file(setup, 10)
             worker = setup.worker("worker")
             worker.wait_ready()
-            setup.produce(head)
-            half = sum(1 for line in head.read_bytes().splitlines() if line.strip())
-            worker.wait_until(lambda: (worker.events().get("read") or 0) >= half // 2,
-                              "the stream to be under way")
+            for chunk in chunks[:4]:
+                setup.produce(chunk)
+                time.sleep(1)
+            before = _count_lines(chunks[:4])
+            worker.wait_until(lambda: worker.events().get("read") == before, "four chunks")
+            producer = subprocess.Popen(
+                [sys.executable, "-m", "engine.cli", "produce", str(chunks[4]), "--config",
+                 str(setup.config_path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            deadline = time.monotonic() + 60
+            while (worker.events().get("read") or 0) == before:  # the fifth is being counted
+                assert time.monotonic() < deadline and producer.poll() in (None, 0)
             stopped_at = time.monotonic()
+            read_at_stop = worker.events().get("read")
             kafka.port = int(kafka.bootstrap.rsplit(":", 1)[1])  # back on the same port
             kafka.stop()
             time.sleep(20)
             kafka.start()
             assert kafka.bootstrap == setup.config.kafka.bootstrap_servers
-            setup.produce(rest)
+            assert producer.wait(timeout=60) == 0, producer.stderr.read()
+            for chunk in chunks[5:]:
+                setup.produce(chunk)
+                time.sleep(1)
             worker.wait_until(lambda: worker.events().get("read") == setup.lines,
                               "every message to be accounted for")
-            print(f"\nsingle broker restarted mid-stream (down 20 s): all {setup.lines} "
-                  f"messages accounted for {time.monotonic() - stopped_at:.1f} s after it "
+            print(f"\nsingle broker stopped with {read_at_stop} of the "
+                  f"{_count_lines(chunks[:5])} messages produced so far accounted for, "
+                  f"restarted 20 s later: all "
+                  f"{setup.lines} accounted for {time.monotonic() - stopped_at:.1f} s after it "
                   f"stopped; worker pid unchanged: {worker.process.poll() is None}")
             assert worker.process.poll() is None, "the worker exited"
             assert_equal_to_file(setup, worker)
             assert worker.stop(signal.SIGTERM) == 0
         finally:
             setup.close()
-
