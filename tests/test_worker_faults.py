@@ -216,7 +216,7 @@ def test_every_codec_and_every_poison_class_through_a_worker(setup: Setup,
         await produce_with_a_header_key_not_utf8(
             monkeypatch, bootstrap, config.topics.input,
             {"value": b"{not json"}, {"value": lead("bad-header", now)})
-        await _produce(bootstrap, config.topics.input, [{"value": None}])  # no key, no value
+        await _produce(bootstrap, config.topics.input, [{"value": b""}])  # an empty value
         return sent + 3
 
     poison_sent = asyncio.run(produce_all())
