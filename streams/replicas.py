@@ -68,6 +68,7 @@ class Replicas:
         self.applied: dict[int, int] = {}
         #: changelog partition -> its end offset at the last check (:meth:`update_ends`)
         self.ends: dict[int, int] = {}
+        self._ends_failing = False
         #: partition being rebuilt -> plain records that arrived meanwhile (restored after it:
         #: restoring a record twice is harmless, Shard.restore)
         self._arrived: dict[int, list[bytes]] = {}
@@ -154,16 +155,24 @@ class Replicas:
     async def update_ends(self) -> None:
         """Read the end offsets of the standby changelog partitions (kept if that fails)."""
         topic = self.table.changelog_topic_name
-        tps = [TP(topic, p) for p in sorted(self.standbys())]
+        standbys = self.standbys()
+        self.ends = {p: end for p, end in self.ends.items() if p in standbys}
+        tps = [TP(topic, p) for p in sorted(standbys)]
         if not tps:
             return
         try:
             ends = await asyncio.wait_for(self.table.app.consumer.highwaters(*tps),
                                           END_OFFSETS_TIMEOUT_SECONDS)
         except Exception as exc:  # broker away, consumer restarting: keep the last ones
-            log.warning("cannot read the end offsets of the standby changelog partitions "
-                        "(%s): replicas are judged against the last ones read", exc)
+            if not self._ends_failing:
+                log.warning("cannot read the end offsets of the standby changelog partitions "
+                            "(%r): replicas are judged against the last ones read until "
+                            "they can be read again", exc)
+            self._ends_failing = True
             return
+        if self._ends_failing:
+            log.info("end offsets of the standby changelog partitions read again")
+        self._ends_failing = False
         for tp, end in ends.items():
             if end is not None and end >= 0:
                 self.ends[tp.partition] = end
