@@ -38,9 +38,9 @@ from test_worker_equivalence import CALENDAR, PARTITIONS, Setup, _cli, instants
 
 from engine.kafka_client import client_kwargs, ensure_topics
 from engine.kafka_local import LocalKafka
+from engine.producer import entity_key
 from streams.dead_letter_topic import DeadLetterTopicWatch
 from streams.topics import topic_configs, topic_partitions
-from engine.producer import entity_key
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -230,10 +230,10 @@ def test_every_codec_and_every_poison_class_through_a_worker(setup: Setup,
 
 @pytest.mark.fault
 def test_the_single_broker_restarted_mid_stream(unique_name, tmp_path, events_file) -> None:
-    """The file is produced in ten chunks a second apart; right after the fifth (still being
-    counted) the worker's only broker is stopped (SIGTERM, as a restart does) and started
-    again 20 s later, then the other chunks follow: the same worker process goes on, and the
-    report equals the file's."""
+    """The file is produced in ten chunks a second apart; the moment the worker counts the
+    fifth (its commits and changelog writes in flight) its only broker is stopped (SIGTERM, as
+    a restart does) and started again 20 s later, then the other chunks follow: the same
+    worker process goes on, and the report equals the file's."""
     with LocalKafka(tmp_path / "kafka") as kafka:
         setup = Setup(kafka.bootstrap, unique_name, tmp_path, events_file)
         try:
@@ -251,6 +251,7 @@ def test_the_single_broker_restarted_mid_stream(unique_name, tmp_path, events_fi
             deadline = time.monotonic() + 60
             while (worker.events().get("read") or 0) == before:  # the fifth is being counted
                 assert time.monotonic() < deadline and producer.poll() in (None, 0)
+                time.sleep(0.005)
             stopped_at = time.monotonic()
             read_at_stop = worker.events().get("read")
             kafka.port = int(kafka.bootstrap.rsplit(":", 1)[1])  # back on the same port
