@@ -12,8 +12,11 @@ stalled: 14 of 25 dead letters missing a minute later, and no error that named t
 Decision (docs/decisions.md): the worker puts the topic back and says so. Every
 :data:`WATCH_SECONDS` it looks the topic up (a metadata request that never auto-creates); if
 the topic is gone it is created again as at start (``[topics] partitions``, replication factor,
-``min.insync.replicas``), and if it came back with fewer partitions than before (the broker's
-auto-creation) the missing partitions are added and the topic configs set. Either way an error
+``min.insync.replicas``); if it came back with fewer partitions than before (the broker's
+auto-creation) the missing partitions are added and the topic configs set; if it came back
+with as many but without the ``min.insync.replicas`` the worker had set on it, that is set
+again (a topic that never had it, created so before the worker started, is left alone).
+Each look costs two small requests. Either way an error
 names the topic and what was lost: the dead letters written *before* the deletion, with the
 topic; none written after, since input offsets are committed only once their dead letters
 are acknowledged.
@@ -48,6 +51,8 @@ class DeadLetterTopicWatch(Service):
         self.config = config
         self.topic = config.topics.dead_letter
         self.partitions_seen = 0  # the most partitions seen; fewer later: deleted and recreated
+        #: min.insync.replicas seen set on the topic; inherited later: deleted and recreated
+        self.configs_seen = False
         self.repairs = 0
         self._admin: AIOKafkaAdminClient | None = None
 
@@ -83,7 +88,8 @@ class DeadLetterTopicWatch(Service):
         return None
 
     async def check(self) -> str | None:
-        """One look; what was repaired (``"created"``, ``"partitions added"``) or None."""
+        """One look; what was repaired (``"created"``, ``"partitions added"``,
+        ``"configs set"``) or None."""
         found = await self.partitions()
         configured = self.config.topics.partitions
         if found is None:
@@ -96,6 +102,7 @@ class DeadLetterTopicWatch(Service):
                                 self.config.topics.replication_factor,
                                 {self.topic: topic_configs(self.config)[self.topic]})
             self.partitions_seen = max(self.partitions_seen, configured)
+            self.configs_seen = True
             self.repairs += 1
             return "created"
         if found < self.partitions_seen:
@@ -108,9 +115,39 @@ class DeadLetterTopicWatch(Service):
                 "written since is lost", self.topic, found, wanted)
             assert self._admin is not None
             await self._admin.create_partitions({self.topic: NewPartitions(wanted)})
-            await self._admin.alter_configs([ConfigResource(
-                ConfigResourceType.TOPIC, self.topic, topic_configs(self.config)[self.topic])])
+            await self._set_configs()
             self.repairs += 1
             return "partitions added"
         self.partitions_seen = max(self.partitions_seen, found)
+        configured_here = await self._configs_set_on_topic()
+        if configured_here:
+            self.configs_seen = True
+        elif self.configs_seen:
+            log.error(
+                "the dead-letter topic %r lost its topic configs (min.insync.replicas): it was "
+                "deleted and created again (by the broker's auto-creation, with its defaults) "
+                "while this worker writes to it. Setting them again. The dead letters written "
+                "before the deletion are gone with it; none written since is lost", self.topic)
+            await self._set_configs()
+            self.repairs += 1
+            return "configs set"
         return None
+
+    async def _configs_set_on_topic(self) -> bool:
+        """Whether ``min.insync.replicas`` is set on the topic itself (as the worker creates
+        it), not inherited from the broker."""
+        assert self._admin is not None
+        responses = await self._admin.describe_configs([ConfigResource(
+            ConfigResourceType.TOPIC, self.topic, {"min.insync.replicas": None})])
+        for response in responses:
+            for resource in response.resources:
+                for entry in resource[4]:
+                    # (name, value, read_only, config_source, ...): 1 = DYNAMIC_TOPIC_CONFIG
+                    if entry[0] == "min.insync.replicas" and entry[3] == 1:
+                        return True
+        return False
+
+    async def _set_configs(self) -> None:
+        assert self._admin is not None
+        await self._admin.alter_configs([ConfigResource(
+            ConfigResourceType.TOPIC, self.topic, topic_configs(self.config)[self.topic])])

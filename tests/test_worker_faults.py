@@ -150,7 +150,8 @@ def test_the_dead_letter_topic_deleted_mid_stream_loses_nothing_and_says_so(
 def test_a_deleted_dead_letter_topic_is_created_again_as_configured(setup: Setup) -> None:
     """Where the broker does not auto-create it (``auto.create.topics.enable=false``, common
     in production), nothing would: the watch creates it with the configured partitions and
-    configs, and its own look-ups never auto-create it with the broker's defaults."""
+    configs, and its own look-ups never auto-create it with the broker's defaults. Where the
+    broker auto-creates it with as many partitions, the watch sets its configs again."""
     config = setup.config
     topic = config.topics.dead_letter
 
@@ -168,6 +169,16 @@ def test_a_deleted_dead_letter_topic_is_created_again_as_configured(setup: Setup
             assert await watch.partitions() is None  # looking did not create it
             assert await watch.check() == "created"
             assert await watch.partitions() == PARTITIONS
+            assert await watch.check() is None
+            # Deleted again and auto-created by a broker whose default is as many partitions:
+            # only the topic configs tell.
+            await _admin(setup, lambda admin: admin.delete_topics([topic]))
+            while await watch.partitions() is not None:
+                assert time.monotonic() < deadline + 30
+                await asyncio.sleep(0.2)
+            await _admin(setup, lambda admin: admin.create_topics(
+                [NewTopic(topic, PARTITIONS, 1)]))
+            assert await watch.check() == "configs set"
             assert await watch.check() is None
         finally:
             await watch.stop()
