@@ -265,6 +265,7 @@ def run(args: argparse.Namespace, bootstrap: str, workdir: Path) -> int:
                 raise SystemExit(f"the producer failed: {producer.error!r}")
             rows.append(sample(worker, base, t0, producer))
             last = rows[-1]
+            write_samples(args.csv, rows)  # as it goes: an interrupted run keeps its samples
             if len(rows) % max(1, int(60 / args.sample_seconds)) == 0:
                 print(f"{last['t_s']:7.0f} s: sent {last['sent']}, read {last['read']}, "
                       f"RSS {last['rss_worker_mib']:.0f}+{last['rss_ingest_mib']:.0f} MiB, "
@@ -328,12 +329,16 @@ def sample(worker: Worker, base: str, t0: float, producer: Producer) -> dict:
             "metrics_ms": round(metrics_s * 1000, 1)}
 
 
-def write_outputs(args: argparse.Namespace, rows: list[dict],
-                  kpis: list[tuple[float, float, int]]) -> None:
-    with open(args.csv, "w", newline="") as fh:
+def write_samples(path: str, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def write_outputs(args: argparse.Namespace, rows: list[dict],
+                  kpis: list[tuple[float, float, int]]) -> None:
+    write_samples(args.csv, rows)
     per_minute: list[tuple[int, float, float, int]] = []
     for minute in range(int(max(t for t, _, _ in kpis) // 60) + 1):
         values = [s * 1000 for t, s, status in kpis if minute * 60 <= t < minute * 60 + 60
