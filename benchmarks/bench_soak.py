@@ -351,9 +351,25 @@ def write_outputs(args: argparse.Namespace, rows: list[dict],
         writer.writerow(["minute", "api_kpis_p50_ms", "api_kpis_p99_ms", "requests"])
         for minute, p50, p99, n in per_minute:
             writer.writerow([minute, f"{p50:.1f}", f"{p99:.1f}", n])
+    plot(args, rows, per_minute)
+
+
+def replot(args: argparse.Namespace) -> None:
+    """Draw the SVG again from the two CSVs of an earlier run (``--plot-only``)."""
+    with open(args.csv, newline="") as fh:
+        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    with open(args.minutes_csv, newline="") as fh:
+        per_minute = [(int(r["minute"]), float(r["api_kpis_p50_ms"]),
+                       float(r["api_kpis_p99_ms"]), int(r["requests"]))
+                      for r in csv.DictReader(fh)]
+    plot(args, rows, per_minute)
+
+
+def plot(args: argparse.Namespace, rows: list[dict],
+         per_minute: list[tuple[int, float, float, int]]) -> None:
     x = lambda r: r["t_s"] / 60  # noqa: E731
     svg_plot(Path(args.svg),
-             f"Soak: {args.rate:g} msg/s for {args.minutes:g} min, one worker, "
+             f"Soak: {args.rate:g} events/s for {args.minutes:g} min, one worker, "
              f"{args.partitions} partitions",
              [("RSS (MiB)", [("worker", "#1f77b4", [(x(r), r["rss_worker_mib"]) for r in rows]),
                              ("ingest child", "#ff7f0e",
@@ -384,7 +400,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes-csv", default=str(DOCS / "soak-minutes.csv"))
     parser.add_argument("--svg", default=str(DOCS / "soak.svg"))
     parser.add_argument("--bootstrap", help="use this broker instead of starting one")
+    parser.add_argument("--plot-only", action="store_true",
+                        help="only draw --svg again from --csv and --minutes-csv")
     args = parser.parse_args(argv)
+    if args.plot_only:
+        replot(args)
+        return 0
     with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:
         workdir = Path(tmp)
         kafka = None
