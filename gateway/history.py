@@ -21,7 +21,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.ids import event_id, local_midnight, money
-from gateway.roster import Attribution, Person, UnknownUser
+from engine.people.roster import Person
+from gateway.roster import Attribution, UnknownUser
 
 #: field -> column of each CRM's standard export ("Export data" / report export).
 COLUMNS: dict[str, dict[str, dict[str, str]]] = {
