@@ -114,7 +114,7 @@ def _person(values: Mapping[str, str], settings: ImportSettings) -> Person:
     roster = settings.attribution.roster
     person = roster.find(settings.source, owner) if owner else None
     if person is None and owner:
-        person = next((p for p in roster.people.values() if p.name == owner), None)
+        person = next((p for p in roster.named.values() if p.name == owner), None)
     if person is not None:
         return person
     try:

@@ -314,7 +314,7 @@ def test_prometheus_gauges_for_multi_worker_mode(tmp_path) -> None:
     assert "kpi_last_event_timestamp_seconds " not in text
 
 
-# -- display names from the roster ------------------------------------------------------------------
+# -- display names from the roster -----------------------------------------------------------
 
 ROSTER = """
 [teams]

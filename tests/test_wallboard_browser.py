@@ -5,8 +5,8 @@ What a person in front of the screen would check: the numbers shown equal ``/api
 ``/api/live``) at the page's own ``as_of``; they move when events arrive, without a reload; the
 board turns visibly stale when events stop; the team filter, the rotation and the Prometheus
 mode show the right scope; reps and teams appear by their roster names (``[people] roster``),
-by their id where the roster has none. Screenshots at 1920x1080 and 1280x720 land in the test's tmp dir,
-and in ``$KPI_WALLBOARD_SCREENSHOTS`` (e.g. ``docs``) when that is set.
+by their id where the roster has none. Screenshots at 1920x1080 and 1280x720 land in the
+test's tmp dir, and in ``$KPI_WALLBOARD_SCREENSHOTS`` (e.g. ``docs``) when that is set.
 
 Needs Debian's ``chromium`` (``apt-get install chromium``); skipped without it.
 """

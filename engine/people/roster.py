@@ -53,7 +53,8 @@ class Roster:
 
     people: dict[tuple[str, str], Person] = field(default_factory=dict)
     team_names: dict[str, str] = field(default_factory=dict)
-    named: dict[str, Person] = field(default_factory=dict)  # rep id -> person (with or without CRM ids)
+    #: rep id -> person, with or without CRM ids (the names the worker shows)
+    named: dict[str, Person] = field(default_factory=dict)
 
     def rep_names(self) -> dict[str, str]:
         """Rep id -> display name."""
