@@ -194,7 +194,7 @@ def config_toml(config: Config) -> str:
     """``config`` as a TOML file that :func:`engine.config.load_config` reads back as equal."""
     out: list[str] = []
     for section in ("calendar", "money", "limits", "kafka", "topics", "worker", "auth",
-                    "web_tls"):
+                    "web_tls", "people"):
         values = getattr(config, section)
         out.append(f"[{section}]")
         out += [f"{f.name} = {_toml_value(getattr(values, f.name))}"

@@ -125,12 +125,17 @@ def test_a_user_config_keeps_its_settings_but_gets_the_demo_broker(tmp_path: Pat
     user = tmp_path / "mine.toml"
     user.write_text('[calendar]\ntimezone = "Asia/Tokyo"\n[money]\ncurrency = "JPY"\n'
                     '[kafka]\nbootstrap_servers = "prod:9093"\nsecurity_protocol = "SSL"\n'
+                    '[people]\nroster = "/srv/roster.toml"\n'
                     '[[targets]]\nkpi = "deals_won"\nperiod = "month"\nvalue = 3\n')
     config = demo_config(base_config(str(user)), "127.0.0.1:1", 7000, tmp_path / "w")
     assert (config.calendar.timezone, config.money.currency) == ("Asia/Tokyo", "JPY")
     assert [t.kpi for t in config.targets] == ["deals_won"]
     assert config.kafka.bootstrap_servers == "127.0.0.1:1"
     assert config.kafka.security_protocol == "PLAINTEXT"
+    # the worker the demo starts reads the file the demo writes: the roster's names stay
+    written = tmp_path / "engine.toml"
+    written.write_text(config_toml(config))
+    assert load_config(written, environ={}).people.roster == "/srv/roster.toml"
 
 
 def test_live_ids_are_namespaced_so_they_never_meet_the_history() -> None:
