@@ -461,3 +461,7 @@ def test_the_stack_roster_names_every_rep_and_team_the_generator_sends():
     assert set(roster.rep_names()) == {f"rep-{i:03d}" for i in
                                        range(1, settings.teams * settings.reps_per_team + 1)}
     assert all(name != rep for rep, name in roster.rep_names().items())
+    from engine.tooling.people import roster_toml
+
+    text = (ROOT / "docker" / "roster.toml").read_text(encoding="utf-8")
+    assert text.endswith(roster_toml(settings.teams, settings.reps_per_team, "pipedrive"))
