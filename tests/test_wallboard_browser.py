@@ -550,9 +550,6 @@ def test_the_wallboard_shows_the_api_numbers_updates_live_and_turns_stale(stack:
 
     # Pace: the marker sits where the target should be by now (the engine's expected), and
     # the verdict is in words and in colour.
-    report = worker.get_json("/api/kpis", as_of=shown["asOf"])
-    month = next(w for w in report["windows"] if w["period"] == "month" and w["offset"] == 0)
-    target = month["company"]["targets"]["revenue_won"]
     bar = page.evaluate("""(() => {
       const box = document.querySelector('[data-target="month"]');
       const marker = box.querySelector('.pace').getBoundingClientRect();
@@ -561,8 +558,14 @@ def test_the_wallboard_shows_the_api_numbers_updates_live_and_turns_stale(stack:
               centre: (marker.left + marker.width / 2 - track.left) / track.width,
               state: box.dataset.state,
               fill: getComputedStyle(box.querySelector('.fill')).backgroundColor,
-              word: getComputedStyle(box.querySelector('.verdict')).backgroundColor};
+              word: getComputedStyle(box.querySelector('.verdict')).backgroundColor,
+              asOf: document.body.dataset.asOf};
     })()""")
+    # The page refreshes every second and the expected value moves with as_of: compare with
+    # the report at the as_of of the render the marker belongs to (read in the same evaluate).
+    report = worker.get_json("/api/kpis", as_of=bar["asOf"])
+    month = next(w for w in report["windows"] if w["period"] == "month" and w["offset"] == 0)
+    target = month["company"]["targets"]["revenue_won"]
     assert math.isclose(bar["share"], target["expected"] / target["target"], rel_tol=1e-9)
     assert abs(bar["centre"] - target["expected"] / target["target"]) < 0.01, bar
     assert bar["state"] == expected_verdict(target["attainment"], target["pace"])
