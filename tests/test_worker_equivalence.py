@@ -30,6 +30,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from reportdiff import diff_reports
 from test_ingest_e2e import WorkerProcess
+from web_access import WebAccess
 
 from engine.calendar import REPORT_WINDOWS, Calendar
 from engine.collector import PREFIX, KpiCollector
@@ -103,8 +104,9 @@ class Setup:
     """A fresh app and topics on the session broker, and the worker processes started."""
 
     def __init__(self, broker: str, unique_name: Callable[[str], str], tmp_path: Path,
-                 events_file: Path) -> None:
+                 events_file: Path, web: WebAccess) -> None:
         self.events_file = events_file
+        self.web = web
         self.lines = sum(1 for line in events_file.read_bytes().splitlines() if line.strip())
         self.tmp_path = tmp_path
         self.port = free_port()
@@ -121,7 +123,7 @@ app_id = "{unique_name('app')}"
 data_dir = "{tmp_path / 'data'}"
 web_host = "127.0.0.1"
 web_port = {self.port}
-""")
+{web.config_toml()}""")
         self.config = load_config(self.config_path)
         self.workers: list[WorkerProcess] = []
 
@@ -132,7 +134,7 @@ web_port = {self.port}
             port = free_port()
             args = ("--web-port", str(port), "--data-dir", str(self.tmp_path / "data-2"))
         worker = WorkerProcess(self.config_path, self.tmp_path / f"{label}.log", port,
-                               args).start()
+                               args, web=self.web).start()
         self.workers.append(worker)
         return worker
 
@@ -151,8 +153,8 @@ web_port = {self.port}
 
 
 @pytest.fixture
-def setup(kafka_broker, unique_name, tmp_path, events_file) -> Iterator[Setup]:
-    s = Setup(kafka_broker.bootstrap, unique_name, tmp_path, events_file)
+def setup(kafka_broker, unique_name, tmp_path, events_file, web_access) -> Iterator[Setup]:
+    s = Setup(kafka_broker.bootstrap, unique_name, tmp_path, events_file, web_access)
     yield s
     s.close()
 
@@ -183,6 +185,7 @@ def assert_reports_equal(setup: Setup, worker: WorkerProcess) -> None:
 def test_the_live_report_equals_the_file_report(setup: Setup) -> None:
     worker = setup.worker("worker")
     worker.wait_ready()
+    worker.web.assert_enforced(worker.base)
     setup.produce()
     wait_all_accounted(setup, worker)
     assert_reports_equal(setup, worker)
