@@ -25,6 +25,7 @@ import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,8 @@ class WebAccess:
             return exc.code, exc.read()
 
     def get_json(self, url: str, audience: str | None = "executive", timeout: float = 60) -> Any:
-        """The JSON body of ``GET url``; ``urllib.error.HTTPError`` style failure otherwise."""
+        """The JSON body of ``GET url`` as ``audience``; AssertionError (with the status and the
+        start of the body) for any other status than 200."""
         status, body = self.request(url, audience, timeout)
         if status != 200:
             raise AssertionError(f"GET {url} as {audience}: {status} {body[:300]!r}")
@@ -163,8 +165,7 @@ class WebAccess:
             assert status == 400, status  # or answers it without data
 
 
-def make_web_access(directory: Path, environ: dict[str, str] | os._Environ[str] = os.environ
-                    ) -> WebAccess:
+def make_web_access(directory: Path, environ: Mapping[str, str] = os.environ) -> WebAccess:
     """Open (the default), or with ``KPI_TEST_WEB_SECURITY=tokens_tls`` tokens of every
     audience and a server certificate from a CA made in ``directory``."""
     value = environ.get(SECURITY_ENV, "").strip().lower()
