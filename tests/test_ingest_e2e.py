@@ -16,9 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -202,14 +200,7 @@ class WorkerProcess:
         return self
 
     def get(self, path: str) -> tuple[int, bytes]:
-        try:
-            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-            request = urllib.request.Request(self.base + path, headers=headers)
-            with urllib.request.urlopen(request, timeout=30,
-                                        context=self.web.ssl_context()) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
+        return self.web.fetch(self.base + path, self.token, timeout=30)
 
     def wait_ready(self) -> None:
         self._until(lambda: self._status("/ready") == 200, "the worker to be ready")
