@@ -161,17 +161,20 @@ class Apply:
         raise RuntimeError("unreachable")
 
     async def process(self, bundles: Sequence[faust.EventT]) -> None:
+        positions = self.table.positions
         for group in size_groups(bundles):
             records = self.apply(group)
-            if not records:
-                continue
-            self.table.unconfirmed_batches += 1
-            try:
-                await self.writer.write(records)
-            except Exception as exc:
-                self.on_fatal(exc)
-                raise
-            self.table.unconfirmed_batches -= 1
+            if records:
+                self.table.unconfirmed_batches += 1
+                try:
+                    await self.writer.write(records)
+                except Exception as exc:
+                    self.on_fatal(exc)
+                    raise
+                self.table.unconfirmed_batches -= 1
+            for event in group:  # durable now (or nothing new): never to be read again
+                message = event.message
+                positions.advance(message.partition, message.offset + 1)
 
 
 def size_groups(bundles: Sequence[faust.EventT],

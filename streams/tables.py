@@ -46,7 +46,8 @@ from faust.types import TP
 from engine.config import Config
 from engine.core import Core
 from streams.heap import HeapKeeper
-from streams.ledger import Shard, ledger_partition, live_keys
+from streams.ledger import Shard, key_offset, ledger_partition, live_keys
+from streams.resume import BundlePositions
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,12 @@ def restore_shard(shard: Shard, records: Iterator[tuple[Any, bytes]]) -> int:
     return count
 
 
+def ledger_end(keys: Iterator[bytes]) -> int:
+    """The bundle offset after the newest ledger record of ``keys`` (0 for none): every bundle
+    before it is in the ledger (:func:`streams.ledger.ledger_key`)."""
+    return max((key_offset(key) + 1 for key in keys), default=0)
+
+
 class LedgerTable(faust.Table):
     """The ``ledger`` table, with the rebuild hooks and direct access to the local store."""
 
@@ -140,10 +147,12 @@ class LedgerTable(faust.Table):
     unconfirmed_batches: int
 
     def __init__(self, app: faust.App, *, cores: PartitionCores, heap: HeapKeeper,
-                 **kwargs: Any) -> None:
+                 positions: BundlePositions, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self.cores = cores
         self.heap = heap
+        #: where the apply stage may resume each bundles partition (streams.resume)
+        self.positions = positions
         self.unconfirmed_batches = 0  # ledger writes sent and not yet acknowledged
         #: told of every changelog record Faust reads (streams.replicas keeps standbys' shards)
         self.on_changelog_record: Any = None
@@ -251,7 +260,9 @@ class LedgerTable(faust.Table):
         for partition in sorted(active - set(cores.partitions())):
             shard = cores.new_shard()
             count = since_yield = 0
+            end = 0
             for record in self.live_items(partition):
+                end = max(end, key_offset(record[0]) + 1)
                 entries = restore_shard(shard, iter((record,)))
                 count += entries
                 since_yield += entries
@@ -263,6 +274,7 @@ class LedgerTable(faust.Table):
                                  partition)
                         return
             cores.install(partition, shard)
+            self.positions.advance(partition, end)
             log.info("partition %d: KPI state rebuilt from %d ledger entries", partition, count)
             self.heap.freeze()
         cores.ready = True
@@ -271,6 +283,8 @@ class LedgerTable(faust.Table):
         """Synchronous rebuild, for a bundle of a partition without a shard (should not happen)."""
         log.warning("partition %d has no KPI state yet; rebuilding it synchronously", partition)
         shard = self.cores.new_shard()
-        restore_shard(shard, self.live_items(partition))
+        records = list(self.live_items(partition))
+        restore_shard(shard, iter(records))
+        self.positions.advance(partition, ledger_end(key for key, _ in records))
         self.cores.install(partition, shard)
         return shard

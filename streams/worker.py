@@ -39,6 +39,7 @@ from streams.metrics import WorkerMetrics
 from streams.replicas import REFRESH_SECONDS as REPLICA_REFRESH_SECONDS
 from streams.replicas import Replicas
 from streams.retention import RETENTION_INTERVAL_SECONDS, Retention
+from streams.resume import BundlePositions
 from streams.tables import LedgerTable, PartitionCores
 from streams.topics import (
     LEDGER_TABLE,
@@ -106,10 +107,13 @@ def build_worker(config: Config, *, on_fatal: FatalHandler = exit_on_kafka_failu
     topics = declare_topics(app, config)
     metrics = WorkerMetrics()
     cores = PartitionCores(config)
+    positions = BundlePositions(bundles_topic_name(config))
+    positions.install(app.consumer)
     table = LedgerTable(
         app,
         cores=cores,
         heap=HeapKeeper(),
+        positions=positions,
         name=LEDGER_TABLE,
         key_type=bytes,
         value_type=bytes,  # bytes keys and values mean the raw codec (no JSON layer)

@@ -253,7 +253,11 @@ class WorkerProcess:
     def state(self) -> str:
         """What ``/ready`` and ``/api/events`` say, for failure messages."""
         try:
-            return f"{self.get('/ready')[1]!r} {self.get('/api/events')[1]!r}"
+            lag = [line for line in self.get("/metrics")[1].decode().splitlines()
+                   if line.startswith(("kpi_consumer_lag_messages", "kpi_apply_lag_bundles",
+                                       "kpi_messages_consumed_total"))]
+            return (f"{self.get('/ready')[1]!r} {self.get('/api/events')[1]!r}; "
+                    f"lag: {'; '.join(lag)}")
         except OSError as exc:
             return repr(exc)
 
