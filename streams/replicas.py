@@ -16,8 +16,18 @@ function of the records), and keeps them current as records arrive:
   (:func:`streams.ledger.live_keys`), so the partition's replica is rebuilt from the local store
   in the background (:meth:`Replicas.refresh`, with yields), and served again once rebuilt.
 
+A replica is served only while it is *current*: it has applied its changelog partition up to
+the end offset (high watermark) the partition had at the last check. The end offsets of the
+standby changelog partitions are read in the background once a second
+(:meth:`Replicas.update_ends`, one ``ListOffsets`` request through Faust's consumer), never per
+request; a replica still reading its changelog (a worker that just joined, a slow broker) is
+therefore *missing* instead of passing partial numbers off as the whole company's (seen: 3,768
+of 11,396 messages answered with ``missing: []``). When the end offsets cannot be read (the
+broker is away), the last ones read are kept: the owner cannot write past them meanwhile either.
+
 Which partitions an answer covers, and which are *missing* (neither owned here nor replicated,
-or a replica not rebuilt yet), is :meth:`Replicas.coverage`'s; the views say so. Replica shards
+a replica not rebuilt yet, or one behind its changelog), is :meth:`Replicas.coverage`'s; the
+views say so. Replica shards
 never reach ``/metrics``: Prometheus sums the workers' exports, so each exports only its own.
 Failover gains too: a worker that takes over a partition it replicated has its records locally.
 """
@@ -29,6 +39,7 @@ import logging
 from typing import Any
 
 import orjson
+from faust.types import TP
 
 from engine.core import Core
 from streams.ledger import Shard, live_keys
@@ -36,8 +47,10 @@ from streams.tables import REBUILD_YIELD_EVERY, LedgerTable, PartitionCores, res
 
 log = logging.getLogger(__name__)
 
-#: How often dirty replicas are rebuilt (seconds).
+#: How often dirty replicas are rebuilt and the changelog end offsets read (seconds).
 REFRESH_SECONDS = 1.0
+#: How long reading the end offsets may take before the last ones read are kept (seconds).
+END_OFFSETS_TIMEOUT_SECONDS = 5.0
 
 
 class Replicas:
@@ -51,6 +64,11 @@ class Replicas:
         #: standby partition -> its ledger records (key -> value), as the changelog has them
         self.records: dict[int, dict[bytes, bytes]] = {}
         self.dirty: set[int] = set()
+        #: standby partition -> the changelog offset its records are read up to (exclusive)
+        self.applied: dict[int, int] = {}
+        #: changelog partition -> its end offset at the last check (:meth:`update_ends`)
+        self.ends: dict[int, int] = {}
+        self._ends_failing = False
         #: partition being rebuilt -> plain records that arrived meanwhile (restored after it:
         #: restoring a record twice is harmless, Shard.restore)
         self._arrived: dict[int, list[bytes]] = {}
@@ -77,6 +95,7 @@ class Replicas:
         if records is None:
             records = self.records[p] = dict(self.table.stored_items(p))
             self.dirty.add(p)
+        self.applied[p] = max(self.applied.get(p, 0), message.offset + 1)
         key, value = message.key, message.value
         if value is None:
             records.pop(key, None)
@@ -105,10 +124,12 @@ class Replicas:
         for p in [p for p in self.records if p not in standbys]:
             self.records.pop(p, None)
             self.shards.pop(p, None)
+            self.applied.pop(p, None)
         for p in sorted(standbys - set(self.records)):
             # Nothing read for it yet: the local store holds it up to where Faust reads on
             # (e.g. a partition this worker owned before), and later records pass take().
             self.records[p] = dict(self.table.stored_items(p))
+            self.applied[p] = self._stored_upto(p)
             self.dirty.add(p)
         self.dirty &= set(self.records)
         for p in sorted(self.dirty):
@@ -125,6 +146,41 @@ class Replicas:
             self.shards[p] = shard
             self.dirty.discard(p)
             log.info("replica of partition %d rebuilt", p)
+
+    def _stored_upto(self, p: int) -> int:
+        """The changelog offset the local store holds partition ``p`` up to (exclusive)."""
+        persisted = self.table.persisted_offset(TP(self.table.changelog_topic_name, p))
+        return 0 if persisted is None else persisted + 1
+
+    async def update_ends(self) -> None:
+        """Read the end offsets of the standby changelog partitions (kept if that fails)."""
+        topic = self.table.changelog_topic_name
+        standbys = self.standbys()
+        self.ends = {p: end for p, end in self.ends.items() if p in standbys}
+        tps = [TP(topic, p) for p in sorted(standbys)]
+        if not tps:
+            return
+        try:
+            ends = await asyncio.wait_for(self.table.app.consumer.highwaters(*tps),
+                                          END_OFFSETS_TIMEOUT_SECONDS)
+        except Exception as exc:  # broker away, consumer restarting: keep the last ones
+            if not self._ends_failing:
+                log.warning("cannot read the end offsets of the standby changelog partitions "
+                            "(%r): replicas are judged against the last ones read until "
+                            "they can be read again", exc)
+            self._ends_failing = True
+            return
+        if self._ends_failing:
+            log.info("end offsets of the standby changelog partitions read again")
+        self._ends_failing = False
+        for tp, end in ends.items():
+            if end is not None and end >= 0:
+                self.ends[tp.partition] = end
+
+    def current(self, p: int) -> bool:
+        """Whether the replica of ``p`` has applied its changelog up to the last end read."""
+        end = self.ends.get(p)
+        return end is not None and self.applied.get(p, -1) >= end
 
     async def _rebuild(self, p: int) -> Shard | None:
         records = self.records.get(p)
@@ -147,7 +203,7 @@ class Replicas:
 
     def coverage(self) -> tuple[list[tuple[int, Shard]], list[int]]:
         """``([(partition, shard)] served here, missing partitions)``: own shards while ready,
-        then replicas of the others."""
+        then the replicas of the others that are rebuilt and current (:meth:`current`)."""
         served: dict[int, Shard] = {}
         if self.cores.ready:
             for p in self.cores.partitions():
@@ -155,7 +211,7 @@ class Replicas:
                 if shard is not None:
                     served[p] = shard
         for p, shard in self.shards.items():
-            if p not in served and p not in self.dirty:
+            if p not in served and p not in self.dirty and self.current(p):
                 served[p] = shard
         missing = [p for p in range(self.partitions) if p not in served]
         return sorted(served.items()), missing

@@ -159,9 +159,10 @@ def _missing(view: faust.web.View, cores: PartitionCores, served: list,
     if not cores.ready and not served:
         error = "not ready: KPI state is being rebuilt"
     else:
-        error = (f"partitions {', '.join(map(str, missing))} are neither owned nor replicated "
-                 "here yet (a worker is starting or rebalancing; [worker] standby_replicas "
-                 "below workers − 1 leaves some unreplicated): ask again, or add ?partial=1")
+        error = (f"partitions {', '.join(map(str, missing))} are neither owned here nor "
+                 "replicated up to the end of their changelog yet (a worker is starting or "
+                 "rebalancing, or a replica is catching up; [worker] standby_replicas below "
+                 "workers − 1 leaves some unreplicated): ask again, or add ?partial=1")
     return view.bytes(orjson.dumps({"error": error, "missing": missing,
                                     "partitions": [p for p, _ in served]}),
                       content_type=JSON, status=503, headers={"Retry-After": "1"})

@@ -5,7 +5,8 @@ The path of a message: input topic → :class:`streams.ingest.Ingest` (own consu
 ``<app_id>-bundles`` → the ``apply`` agent (Faust group ``<app_id>``) → the partition's
 :class:`streams.ledger.Shard` and a record in the ``ledger`` table
 (``<app_id>-ledger-changelog``); a timer runs the retention pass (:mod:`streams.retention`)
-over the shards and their ledger records. The ingest service and the ledger writer are
+over the shards and their ledger records, and a watch puts the dead-letter topic back if it is
+deleted (:mod:`streams.dead_letter_topic`). The ingest service and the ledger writer are
 dependencies of the Faust app, so they start and stop with it.
 
 Also the one rule about local table files (RocksDB under ``[worker] data_dir``): a worker that
@@ -31,6 +32,7 @@ from engine.config import Config
 from streams.agents import register_agents
 from streams.app import create_app
 from streams.apply import Apply, LedgerWriter
+from streams.dead_letter_topic import DeadLetterTopicWatch
 from streams.heap import HeapKeeper
 from streams.ingest import Ingest
 from streams.ingest_process import IngestProcess
@@ -138,6 +140,7 @@ def build_worker(config: Config, *, on_fatal: FatalHandler = exit_on_kafka_failu
     # Dependencies added before the app starts are started first and stopped last.
     app.add_dependency(writer)
     app.add_dependency(ingest)
+    app.add_dependency(DeadLetterTopicWatch(config, beacon=app.beacon))
     apply = Apply(app, table, writer, metrics, on_fatal=on_fatal,
                   bundles_topic=bundles_topic_name(config))
     metrics.bind_apply_lag(apply.lag)
@@ -153,6 +156,10 @@ def build_worker(config: Config, *, on_fatal: FatalHandler = exit_on_kafka_failu
     @app.timer(REPLICA_REFRESH_SECONDS, on_leader=False, name="replicas")
     async def refresh_replicas() -> None:
         await replicas.refresh()
+
+    @app.timer(REPLICA_REFRESH_SECONDS, on_leader=False, name="replica-ends")
+    async def read_replica_ends() -> None:
+        await replicas.update_ends()
 
     register_views(app, config, cores, metrics, replicas)
     return Worker(config, app, topics, table, cores, metrics, ingest, writer, apply, retention)

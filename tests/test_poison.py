@@ -68,18 +68,57 @@ async def _create_topics(bootstrap: str, topics: dict[str, dict[str, str]]) -> N
 
 
 async def _produce(bootstrap: str, topic: str, messages: list[dict],
-                   compression: str | None = None) -> list[tuple[int, int]]:
+                   compression: str | None = None, partition: int | None = 0
+                   ) -> list[tuple[int, int]]:
+    """Send ``messages`` (``value``, optional ``key``, ``headers``, ``timestamp_ms``) in
+    batches compressed with ``compression``, to ``partition`` (``None``: by key)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, compression_type=compression,
                                 linger_ms=20, max_request_size=INPUT_MAX_MESSAGE_BYTES)
     await producer.start()
     try:
-        futures = [await producer.send(topic, m["value"], key=m.get("key"), partition=0,
-                                       headers=m.get("headers"),
+        futures = [await producer.send(topic, m["value"], key=m.get("key"),
+                                       partition=partition, headers=m.get("headers"),
                                        timestamp_ms=m.get("timestamp_ms"))
                    for m in messages]
         return [(r.partition, r.offset) for r in await asyncio.gather(*futures)]
     finally:
         await producer.stop()
+
+
+async def produce_with_a_header_key_not_utf8(monkeypatch: pytest.MonkeyPatch, bootstrap: str,
+                                             topic: str, before: dict, bad: dict
+                                             ) -> list[tuple[int, int]]:
+    """``before``, then ``bad`` with a header key whose bytes are not UTF-8, in one batch of
+    partition 0. (aiokafka's pure-Python record builder calls the key's encode(); the C one
+    does not, so the pure-Python one is used for this batch.)"""
+    import aiokafka.producer.message_accumulator as accumulator
+    import aiokafka.producer.producer as producer_module
+    from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
+    for module in (accumulator, producer_module):
+        monkeypatch.setattr(module, "DefaultRecordBatchBuilder", _DefaultRecordBatchBuilderPy)
+    try:
+        return await _produce(bootstrap, topic, [
+            before, {**bad, "headers": [(RawHeaderKey("k"), b"v")]}])
+    finally:
+        monkeypatch.undo()
+
+
+def invalid_poison(now: datetime) -> dict[str, tuple[dict, str]]:
+    """``label -> (message, reason)`` of the poison classes that must be dead-lettered with
+    ``reason`` (the header key that is not UTF-8: :func:`produce_with_a_header_key_not_utf8`).
+    Time checks are judged against each record's own timestamp."""
+    now_ms = int(now.timestamp() * 1000)
+    hour_ms = 3_600_000
+    return {
+        "money": ({"value": orjson.dumps({
+            "event_id": "money", "type": "deal.created", "deal_id": "D", "team_id": "t",
+            "rep_id": "r", "amount": 1.8e13, "occurred_at": _iso(now)})}, "invalid_field"),
+        "ts-future": ({"value": lead("ts-future", now - timedelta(hours=1)),
+                       "timestamp_ms": now_ms - 2 * hour_ms}, "future_timestamp"),
+        "ts-late": ({"value": lead("ts-late", now - timedelta(days=900))}, "too_late"),
+        "oversized": ({"value": b"x" * (2 * 1024 * 1024),
+                       "headers": [("blob", b"h" * (2 * 1024 * 1024))]}, "too_large"),
+    }
 
 
 async def _read_all(bootstrap: str, topic: str, done: Callable[[list], bool]) -> list:
@@ -139,14 +178,9 @@ def test_every_poison_class_ends_forwarded_or_dead_lettered(ingest_config, monke
                            "timestamp_ms": now_ms + 40 * 60_000}
     old_record = {"value": lead("ts-old-record", now - timedelta(days=801)),
                   "timestamp_ms": now_ms - 2 * 24 * hour_ms}
-    ahead_of_its_record = {"value": lead("ts-future", now - timedelta(hours=1)),
-                           "timestamp_ms": now_ms - 2 * hour_ms}
-    late_for_its_record = {"value": lead("ts-late", now - timedelta(days=900))}
-    huge_money = {"value": orjson.dumps({
-        "event_id": "money", "type": "deal.created", "deal_id": "D", "team_id": "t",
-        "rep_id": "r", "amount": 1.8e13, "occurred_at": _iso(now)})}
-    oversized = {"value": b"x" * (2 * 1024 * 1024),
-                 "headers": [("blob", b"h" * (2 * 1024 * 1024))]}
+    poison = {label: message for label, (message, _) in invalid_poison(now).items()}
+    ahead_of_its_record, late_for_its_record = poison["ts-future"], poison["ts-late"]
+    huge_money, oversized = poison["money"], poison["oversized"]
     plain = [{"value": lead(f"plain-{i}", now - timedelta(minutes=i))} for i in range(5)]
 
     expected: dict[str, str | None] = {}  # event_id or label -> reason (None: forwarded)
@@ -162,17 +196,9 @@ def test_every_poison_class_ends_forwarded_or_dead_lettered(ingest_config, monke
         for codec, messages in batches:
             positions += await _produce(bootstrap, config.topics.input, messages, codec)
         # A header key that is not UTF-8, between two valid messages of the same partition.
-        # (aiokafka's pure-Python record builder calls the key's encode(); the C one does not.)
-        import aiokafka.producer.message_accumulator as accumulator
-        import aiokafka.producer.producer as producer_module
-        from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
-        for module in (accumulator, producer_module):
-            monkeypatch.setattr(module, "DefaultRecordBatchBuilder",
-                                _DefaultRecordBatchBuilderPy)
-        positions += await _produce(bootstrap, config.topics.input, [
-            {"value": lead("before-bad-header", now)},
-            {"value": lead("bad-header", now), "headers": [(RawHeaderKey("k"), b"v")]}])
-        monkeypatch.undo()
+        positions += await produce_with_a_header_key_not_utf8(
+            monkeypatch, bootstrap, config.topics.input,
+            {"value": lead("before-bad-header", now)}, {"value": lead("bad-header", now)})
         # In a batch of its own: the client cannot read past a bad record within its batch
         # (those records get stand-ins too), but the next batch must be read normally.
         positions += await _produce(bootstrap, config.topics.input,
