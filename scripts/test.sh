@@ -9,9 +9,10 @@ if [ "$#" -gt 0 ]; then
   exec .venv/bin/python -m pytest -q "$@"
 fi
 # The whole suite; tests that fail are run once more, and the run fails if they fail again.
-# The second chance is for the known intermittent fault path of the live worker (a restart
-# after kill -9 that stalls: docs/reliability.md) and is announced loudly, so that a flaky
-# test is seen, not hidden.
+# The second chance is a safety net for live tests on a loaded 2-core machine; it is announced
+# loudly, so that a flaky test is seen, not hidden. The intermittent faults it was added for
+# (a restart after kill -9 that never read the rest, a lagging replica answering as current)
+# are fixed: docs/reliability.md.
 run_suite() {
   .venv/bin/python -m pytest -q "$@" && return 0
   echo "[test] FAILURES ABOVE: running the failed tests once more (docs/reliability.md)" >&2

@@ -51,6 +51,10 @@ class LedgerWriter(Service):
         self.config = config
         self.table = table
         self.producer: Any = None
+        #: one write at a time, so that each partition's records are acknowledged and stored
+        #: in offset order (the local store's offset moves only without gaps, see
+        #: LedgerTable.store_acknowledged); the apply rounds and the retention pass share it
+        self._lock = asyncio.Lock()
 
     async def on_start(self) -> None:
         self.producer = new_producer(self.config, "ledger")
@@ -63,12 +67,13 @@ class LedgerWriter(Service):
     async def write(self, records: dict[int, tuple[bytes, bytes]]) -> None:
         """Send ``{partition: (key, value)}``; return once all are acknowledged and stored."""
         topic = self.table.changelog_topic_name
-        sent = [(partition, key, value,
-                 await self.producer.send(topic, value, key=key, partition=partition))
-                for partition, (key, value) in records.items()]
-        acknowledged = await asyncio.gather(*(future for *_, future in sent))
-        for (partition, key, value, _), metadata in zip(sent, acknowledged):
-            self.table.store_acknowledged(partition, key, value, metadata.offset)
+        async with self._lock:
+            sent = [(partition, key, value,
+                     await self.producer.send(topic, value, key=key, partition=partition))
+                    for partition, (key, value) in records.items()]
+            acknowledged = await asyncio.gather(*(future for *_, future in sent))
+            for (partition, key, value, _), metadata in zip(sent, acknowledged):
+                self.table.store_acknowledged(partition, key, value, metadata.offset)
 
 
     async def write_partition(self, partition: int,
@@ -76,11 +81,13 @@ class LedgerWriter(Service):
         """Send records (``None`` values: tombstones) to one partition; return once all are
         acknowledged and stored. The retention pass's path (:mod:`streams.retention`)."""
         topic = self.table.changelog_topic_name
-        sent = [(key, value, await self.producer.send(topic, value, key=key, partition=partition))
-                for key, value in records]
-        acknowledged = await asyncio.gather(*(future for *_, future in sent))
-        for (key, value, _), metadata in zip(sent, acknowledged):
-            self.table.store_acknowledged(partition, key, value, metadata.offset)
+        async with self._lock:
+            sent = [(key, value,
+                     await self.producer.send(topic, value, key=key, partition=partition))
+                    for key, value in records]
+            acknowledged = await asyncio.gather(*(future for *_, future in sent))
+            for (key, value, _), metadata in zip(sent, acknowledged):
+                self.table.store_acknowledged(partition, key, value, metadata.offset)
 
 
 class Apply:
@@ -96,8 +103,6 @@ class Apply:
         self.writer = writer
         self.metrics = metrics
         self.on_fatal = on_fatal
-        #: bundles partition -> offset after the last bundle applied (for the lag metric)
-        self.applied: dict[int, int] = {}
 
     def lag(self) -> dict[int, int]:
         """Bundles not yet applied per bundles partition held (known high-water marks only)."""
@@ -107,11 +112,15 @@ class Apply:
             if tp.topic != self.bundles_topic:
                 continue
             high = consumer.highwater(tp)
-            position = self.applied.get(tp.partition)
-            if position is None:
-                committed = consumer._committed_offset.get(tp)  # Faust: the last one processed
-                position = committed + 1 if committed is not None else None
-            if high is None or high < 0 or position is None:
+            # Where reading may resume (streams.resume: this worker's rounds and the ledger it
+            # rebuilt from, so a partition taken back after a pause counts what others applied
+            # meanwhile), or Faust's last processed offset, whichever is further.
+            known = [self.table.positions.get(tp.partition)]
+            committed = consumer._committed_offset.get(tp)
+            if committed is not None:
+                known.append(committed + 1)
+            position = max(known)
+            if high is None or high < 0 or position <= 0:
                 continue
             lag[tp.partition] = max(0, high - position)
         return lag
@@ -128,7 +137,6 @@ class Apply:
             message = event.message
             partition = message.partition
             shard = cores.get(partition) or self._missing_shard(partition)
-            self.applied[partition] = message.offset + 1
             try:
                 items = orjson.loads(message.value)
             except orjson.JSONDecodeError:

@@ -158,6 +158,8 @@ class LedgerTable(faust.Table):
         self.on_changelog_record: Any = None
         #: partitions whose shard another worker's writes made stale (on_changelog_event)
         self.stale: set[int] = set()
+        #: partitions whose local store offset stopped at another worker's writes (logged once)
+        self.gaps: set[int] = set()
 
     async def on_changelog_event(self, event: Any) -> None:
         """Every record Faust's recovery reads, as it is read (the store gets them in batches,
@@ -183,7 +185,14 @@ class LedgerTable(faust.Table):
     def store_acknowledged(self, partition: int, key: bytes, value: bytes | None,
                            changelog_offset: int) -> None:
         """Put a record Kafka acknowledged at ``changelog_offset`` into the local store
-        (``value`` ``None``: a tombstone, which deletes ``key``, as Faust's recovery does)."""
+        (``value`` ``None``: a tombstone, which deletes ``key``, as Faust's recovery does).
+
+        The store's offset (where Faust's recovery and a standby replica read on from) moves
+        only when the record directly follows the one it holds: a gap means another worker
+        wrote to the partition meanwhile (this one was a zombie, paused past its session),
+        and claiming the new offset would hide those records from every later recovery. The
+        record itself is stored either way; reading it again from the changelog is harmless.
+        """
         store = self.data
         if hasattr(store, "_db_for_partition"):
             db = store._db_for_partition(partition)
@@ -197,7 +206,15 @@ class LedgerTable(faust.Table):
                 batch.delete(key)
             else:
                 batch.put(key, value)
-            batch.put(store.offset_key, str(changelog_offset).encode())
+            held = db.get(store.offset_key)
+            if (int(held) + 1 if held is not None else 0) == changelog_offset:
+                batch.put(store.offset_key, str(changelog_offset).encode())
+            elif partition not in self.gaps:
+                self.gaps.add(partition)
+                log.warning("changelog partition %d: records before offset %d were written by "
+                            "another worker; the local store keeps offset %s, so that the next "
+                            "recovery reads them", partition, changelog_offset,
+                            held.decode() if held is not None else "none")
             db.write(batch)
         elif value is None:
             store.data.pop(key, None)
@@ -230,6 +247,7 @@ class LedgerTable(faust.Table):
         shorten_fetch_wait(self.app)
         topic = self.changelog_topic_name
         revoked_partitions = {tp.partition for tp in revoked if tp.topic == topic}
+        self.gaps.clear()  # the recovery that follows reads past them
         self.cores.begin_rebalance(self._active_partitions() - revoked_partitions)
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
