@@ -256,6 +256,14 @@ def validate_exposure(config: "Config") -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class PeopleConfig:
+    """``[people]``: the roster file (TOML or CSV, engine/people/roster.py), read by the worker
+    (display names) and the gateway (CRM users -> reps and teams)."""
+
+    roster: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     calendar: CalendarConfig = field(default_factory=CalendarConfig)
     money: MoneyConfig = field(default_factory=MoneyConfig)
@@ -268,6 +276,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     web_tls: WebTlsConfig = field(default_factory=WebTlsConfig)
     gateway: GatewayConfig = field(default_factory=lambda: GatewayConfig())
+    people: PeopleConfig = field(default_factory=PeopleConfig)
 
 
 _SECTIONS: dict[str, type] = {
@@ -277,6 +286,7 @@ _SECTIONS: dict[str, type] = {
     "kafka": KafkaConfig,
     "topics": TopicsConfig,
     "worker": WorkerConfig,
+    "people": PeopleConfig,
 }
 
 TARGET_PERIODS = PERIODS
@@ -315,11 +325,22 @@ def config_from_mapping(raw: Mapping[str, Any],
     targets = _build_targets(raw.get("targets", []))
     pipeline = _build_pipeline(raw.get("pipeline", {}))
     sections["gateway"] = _build_gateway(raw.get("gateway", {}), environ or {})
+    sections["people"] = _people_with_legacy_roster(sections["people"], sections["gateway"])
     config = Config(targets=targets, pipeline=pipeline, **sections)
     _validate(config)
     validate_exposure(config)
     _validate_gateway_stages(config)
     return config
+
+
+def _people_with_legacy_roster(people: PeopleConfig, gateway: GatewayConfig) -> PeopleConfig:
+    """``[people] roster``, or the older spelling ``[gateway] roster`` (one file either way)."""
+    if gateway.roster is None:
+        return people
+    if people.roster is not None and people.roster != gateway.roster:
+        raise ConfigError("[people] roster and [gateway] roster name different files: keep "
+                          "[people] roster only (the worker and the gateway share it)")
+    return PeopleConfig(roster=gateway.roster)
 
 
 def _section_values(raw: Mapping[str, Any], name: str, cls: type,
@@ -545,7 +566,7 @@ class GatewayConfig:
     host: str = "127.0.0.1"
     port: int = 8088
     max_body_bytes: int = 1_048_576
-    roster: str | None = None  # TOML or CSV file: CRM user ids -> rep, team, display name
+    roster: str | None = None  # older spelling of [people] roster (read there, not here)
     unknown_user: str = "dead_letter"  # or "default_team"
     default_team: str | None = None
     state_topic: str = "crm.gateway.state"  # compacted: HubSpot object state

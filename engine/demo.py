@@ -51,7 +51,14 @@ from typing import TYPE_CHECKING, Any, TextIO
 import orjson
 from aiokafka.errors import KafkaError
 
-from engine.config import AuthConfig, Config, KafkaConfig, config_from_mapping, load_config
+from engine.config import (
+    AuthConfig,
+    Config,
+    KafkaConfig,
+    PeopleConfig,
+    config_from_mapping,
+    load_config,
+)
 from engine.kafka_local import KafkaLocalError, LocalKafka, free_port, read_state, stop_pid
 from engine.security.tokens import TokenEntry, format_token_line, new_token, token_hash
 
@@ -149,15 +156,26 @@ def base_config(config_path: str | None) -> Config:
 
 
 def demo_config(base: Config, bootstrap: str, web_port: int, data_dir: Path,
-                tokens_file: Path | None = None) -> Config:
-    """``base`` pointed at the demo's broker, web port, data directory and tokens file."""
+                tokens_file: Path | None = None, roster_file: Path | None = None) -> Config:
+    """``base`` pointed at the demo's broker, web port, data directory and tokens file; with
+    ``roster_file`` and no roster of its own, a roster naming the generated reps is written
+    there and used (the wallboard then shows names, as with a real roster)."""
     auth = base.auth if tokens_file is None else replace(base.auth,
                                                          tokens_file=str(tokens_file))
+    people = base.people
+    if roster_file is not None and people.roster is None:
+        from engine.tooling.generator import settings_for
+        from engine.tooling.people import roster_toml
+
+        settings = settings_for(base)  # the teams and reps the demo's traffic has
+        roster_file.write_text(roster_toml(settings.teams, settings.reps_per_team),
+                               encoding="utf-8")
+        people = PeopleConfig(roster=str(roster_file))
     return replace(base,
                    kafka=KafkaConfig(bootstrap_servers=bootstrap, client_id=base.kafka.client_id),
                    worker=replace(base.worker, web_host="127.0.0.1", web_port=web_port,
                                   data_dir=str(data_dir)),
-                   auth=auth)
+                   auth=auth, people=people)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +212,7 @@ def config_toml(config: Config) -> str:
     """``config`` as a TOML file that :func:`engine.config.load_config` reads back as equal."""
     out: list[str] = []
     for section in ("calendar", "money", "limits", "kafka", "topics", "worker", "auth",
-                    "web_tls"):
+                    "web_tls", "people"):
         values = getattr(config, section)
         out.append(f"[{section}]")
         out += [f"{f.name} = {_toml_value(getattr(values, f.name))}"
@@ -582,7 +600,8 @@ class Demo:
             raise DemoError(f"cannot start Kafka: {exc}") from None
         self.tokens = DemoTokens.create(self.dir)
         self.config = config = demo_config(base, self.kafka.bootstrap, web_port,
-                                           self.dir / "worker", self.tokens.tokens_file)
+                                           self.dir / "worker", self.tokens.tokens_file,
+                                           self.dir / "roster.toml")
 
         say.step("topics: creating the input and dead-letter topics")
         self._create_topics(config)

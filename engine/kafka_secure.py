@@ -91,6 +91,18 @@ def producer_acls(user: str, config: Config) -> list[Acl]:
     ]
 
 
+def gateway_acls(user: str, config: Config) -> list[Acl]:
+    """What ``kpi-engine gateway`` needs: write the input and the dead-letter topic, and own
+    its compacted state topic (created at start, read back by partition assignment: no group)."""
+    topics = config.topics
+    return [
+        Acl(user, "TOPIC", topics.input, ("WRITE", "DESCRIBE", "CREATE")),
+        Acl(user, "TOPIC", topics.dead_letter, ("WRITE", "DESCRIBE", "CREATE")),
+        Acl(user, "TOPIC", config.gateway.state_topic, ("READ", "WRITE", "DESCRIBE", "CREATE")),
+        Acl(user, "CLUSTER", "kafka-cluster", ("IDEMPOTENT_WRITE",)),
+    ]
+
+
 class SecureFiles:
     """The TLS material and admin settings of one secure broker, under ``<data_dir>/tls``."""
 

@@ -21,7 +21,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.ids import event_id, local_midnight, money
-from gateway.roster import Attribution, Person, UnknownUser
+from engine.people.roster import Person
+from gateway.roster import Attribution, UnknownUser
 
 #: field -> column of each CRM's standard export ("Export data" / report export).
 COLUMNS: dict[str, dict[str, dict[str, str]]] = {
@@ -113,7 +114,7 @@ def _person(values: Mapping[str, str], settings: ImportSettings) -> Person:
     roster = settings.attribution.roster
     person = roster.find(settings.source, owner) if owner else None
     if person is None and owner:
-        person = next((p for p in roster.people.values() if p.name == owner), None)
+        person = next((p for p in roster.named.values() if p.name == owner), None)
     if person is not None:
         return person
     try:

@@ -27,7 +27,8 @@ from engine.producer import entity_key
 from gateway.delivery import INVALID_EVENT, Emit, Unauthorized, Unreadable
 from gateway.object_state import ObjectStateStore
 from gateway.publisher import KafkaUnavailable, Publisher, Record, dead_letter
-from gateway.roster import RosterCollector, attribution
+from engine.people.metrics import RosterCollector
+from gateway.roster import attribution
 from gateway.sources import build_source
 from gateway.sources.base import ItemResult, MappingContext, Source
 from gateway.validation import EventGate
@@ -46,7 +47,7 @@ class Gateway:
         self.publisher = Publisher(config)
         needs_state = any(s.kind in ("hubspot", "salesforce") for s in config.gateway.sources)
         self.states = ObjectStateStore(config) if needs_state else None
-        people = attribution(config.gateway)
+        people = attribution(config)
         context = MappingContext(people, config.calendar.zone, config.money.currency,
                                  self.states, clock)
         self.sources: list[Source] = [build_source(s, context) for s in config.gateway.sources]

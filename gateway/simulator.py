@@ -25,7 +25,7 @@ import aiohttp
 import orjson
 
 from engine.config import Config, GatewaySource
-from gateway.roster import Roster, load_roster
+from engine.people.roster import Roster, roster_of
 from gateway.sources.hubspot import signature_v3
 
 
@@ -215,7 +215,7 @@ async def simulate(config: Config, url: str, *, rate: float, duration: float | N
                    seed: int | None = None) -> SimulationResult:
     """Post deliveries to the gateway at ``url`` at ``rate``/s until ``duration`` or ``count``."""
     rng = random.Random(seed)
-    roster = load_roster(config.gateway.roster) if config.gateway.roster else Roster()
+    roster = roster_of(config)
     players = [SourcePlayer(s, owners_of(roster, s.name), rng, config.money.currency)
                for s in config.gateway.sources]
     if not players:
@@ -297,10 +297,11 @@ currency = "{currency}"
 [kafka]
 bootstrap_servers = "{bootstrap}"
 {stages}
+[people]
+roster = "{roster}"
 [gateway]
 host = "127.0.0.1"
 port = {port}
-roster = "{roster}"
 unknown_user = "default_team"
 default_team = "unassigned"
 

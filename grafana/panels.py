@@ -41,6 +41,8 @@ from grafana_foundation_sdk.models.dashboard import (
 )
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
+from grafana.promql import named
+
 DATASOURCE_UID = "kpi-prometheus"
 DATASOURCE = DataSourceRef(type_val="prometheus", uid=DATASOURCE_UID)
 NO_VALUE = "–"
@@ -150,19 +152,24 @@ def trend(title: str, description: str, queries: Sequence[Q], *, unit: str, w: i
 
 def joined_table(title: str, description: str, key: str,
                  columns: Sequence[tuple[str, str, str]], *, w: int, h: int = 9,
-                 sort_by: str | None = None) -> table.Panel:
+                 sort_by: str | None = None, names: bool = False) -> table.Panel:
     """One row per ``key`` label value, one column per query: ``(header, expr, unit)``.
 
     Instant queries in table format, merged on their shared labels; the bookkeeping columns
-    (``Time``, ``period``, ``offset``, ``scope``, ``kpi``, ``stage``…) are hidden.
+    (``Time``, ``period``, ``offset``, ``scope``, ``kpi``, ``stage``…) are hidden. With
+    ``names`` (``key`` is ``rep`` or ``team``) every query gets the roster's display name
+    (:func:`grafana.promql.named`) and the first column shows it instead of the id.
     """
-    queries = [Q(expr, header) for header, expr, _ in columns]
+    queries = [Q(named(expr, key) if names else expr, header) for header, expr, _ in columns]
     refs = [chr(ord("A") + i) for i in range(len(columns))]
     rename = {f"Value #{ref}": header for ref, (header, _, _) in zip(refs, columns, strict=True)}
-    order = {key: 0} | {header: i + 1 for i, (header, _, _) in enumerate(columns)}
+    shown = f"{key}_name" if names else key
+    if names:
+        rename[shown] = key
+    order = {shown: 0} | {header: i + 1 for i, (header, _, _) in enumerate(columns)}
     hidden = {name: True for name in ("Time", "period", "offset", "scope", "kpi", "team", "rep",
-                                              "stage", "category")
-              if name != key}
+                                      "stage", "category", "team_name", "rep_name")
+              if name != shown}
     panel = (_table().title(title).description(description).datasource(DATASOURCE)
              .targets(_targets(queries, instant=True, as_table=True)).span(w).height(h)
              .with_transformation(DataTransformerConfig(id_val="merge", options={}))
@@ -177,8 +184,13 @@ def joined_table(title: str, description: str, key: str,
 
 
 def matrix_table(title: str, description: str, expr: str, *, rows: str, columns: str, w: int,
-                 h: int = 9) -> table.Panel:
-    """One instant query pivoted: one row per ``rows`` label, one column per ``columns`` label."""
+                 h: int = 9, names: bool = False) -> table.Panel:
+    """One instant query pivoted: one row per ``rows`` label, one column per ``columns`` label.
+
+    With ``names`` (``rows`` is ``rep`` or ``team``) the rows are the roster's display names.
+    """
+    if names:
+        expr, rows = named(expr, rows), f"{rows}_name"
     return (_table().title(title).description(description).datasource(DATASOURCE)
             .targets(_targets([Q(expr, f"{{{{{columns}}}}}")], instant=True, as_table=True))
             .span(w).height(h)

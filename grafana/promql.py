@@ -82,3 +82,28 @@ def window_note(period: str, offset: str | None = "0") -> str:
 TREND_NOTE = ("Each point is the window's value as of that instant, computed by the engine in "
               "its configured time zone, so the line restarts when a new window begins; "
               "Grafana's time range only sets how much history is drawn.")
+
+
+# -- display names (the roster's kpi_rep_info / kpi_team_info, docs/metrics.md) -------------------
+
+#: One display name per rep and per team. Every worker (and gateway) exports the roster, so the
+#: copies are collapsed with ``max by``; ``topk by (…) (1, …)`` keeps one name per id even while
+#: a renamed rep's old and new names are both exported (a rolling restart with a new roster),
+#: where a plain ``group_left`` would fail with "many-to-many matching".
+REP_NAMES = "topk by (rep) (1, max by (rep, rep_name) (kpi_rep_info))"
+TEAM_NAMES = "topk by (team) (1, max by (team, team_name) (kpi_team_info))"
+NAME_INFO = {"rep": REP_NAMES, "team": TEAM_NAMES}
+
+
+def named(expr: str, key: str) -> str:
+    """``expr`` with a ``<key>_name`` label (``rep_name`` or ``team_name``) for legends.
+
+    The name is joined from the roster's info series; a rep or team the roster does not list
+    keeps its series, named by its id (``or`` adds ``expr`` with the id copied into the name
+    label, only where the join found nothing). Values are never changed, and a series without
+    the ``key`` label (company scope) passes through without a name.
+    """
+    label = f"{key}_name"
+    fallback = relabel(relabel(expr, label, "$1", key, "(.+)"), "__name__", "", "", "")
+    return (f"({expr} * on({key}) group_left({label}) {NAME_INFO[key]}) "
+            f"or ignoring({label}) {fallback}")

@@ -15,6 +15,12 @@ event in this worker's state; ``last_counted_at`` is the wall-clock time at whic
 last counted a new event, sampled once a second from the worker's counters (unknown until the
 first new event after a start). The page calls the data stale when the newer of the two is
 older than its ``stale`` parameter.
+
+Names: the page shows the roster's display names (``[people] roster``, :mod:`engine.people`)
+instead of rep and team ids, and the id where the roster has no entry. ``/api/live`` carries
+them (``names``, cut to what the caller's token may see); in Prometheus mode the page reads
+``kpi_rep_info``/``kpi_team_info``, which this module registers once per worker. The report
+(``/api/kpis``, SPEC §5) stays ids only.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ from engine.config import Config, is_loopback
 from engine.core import Core
 from engine.event import ACTIVITY_TYPES, MICRO
 from engine.measures import ACTIVITY_INDEX
+from engine.people.metrics import RosterCollector
+from engine.people.roster import Roster, roster_of
 from engine.security.audience import filter_live, may_see_team
 from engine.security.membership import rep_teams
 from engine.timestamps import now_micros, parse_as_of
@@ -159,9 +167,14 @@ def _iso(us: int | None) -> str | None:
     return None if us is None else from_micros(us, timezone.utc).isoformat()
 
 
+def roster_names(roster: Roster) -> dict[str, dict[str, str]]:
+    """The ``names`` block of ``/api/live``: rep id -> display name, team id -> display name."""
+    return {"reps": roster.rep_names(), "teams": dict(sorted(roster.team_names.items()))}
+
+
 def live_document(cores: list[Core], calendar: Calendar, config: Config, as_of: int, now: int,
                   minutes: int, team: str | None, last_counted_at: int | None,
-                  partitions: list[int]) -> dict:
+                  partitions: list[int], names: dict[str, dict[str, str]] | None = None) -> dict:
     """The ``/api/live`` body: activity in ``[as_of − minutes, as_of)`` and freshness at ``now``."""
     lo = as_of - minutes * _MINUTE_US
     by_type, per_minute = recent_activities(cores, calendar, lo, as_of, team)
@@ -184,6 +197,7 @@ def live_document(cores: list[Core], calendar: Calendar, config: Config, as_of: 
         "reps_by_team": reps_by_team(View(cores, calendar, as_of), month.start, as_of),
         "partitions": partitions,
         "partitions_total": config.topics.partitions,
+        "names": names if names is not None else {"reps": {}, "teams": {}},
     }
 
 
@@ -311,9 +325,13 @@ def register_wallboard(app: faust.App, config: Config, cores: Any, metrics: Any,
 
     ``cores`` is a :class:`streams.tables.PartitionCores` (``ready``, ``active_cores()``,
     ``partitions()``); ``metrics`` a :class:`streams.metrics.WorkerMetrics` (its ``registry``
-    and ``totals``).
+    and ``totals``). The roster (``[people] roster``) is read here, once per worker: its names
+    go into ``/api/live`` and ``kpi_rep_info``/``kpi_team_info``.
     """
     calendar = Calendar(config.calendar)
+    roster = roster_of(config)
+    names = roster_names(roster)
+    metrics.registry.register(RosterCollector(roster))
     freshness = Freshness(lambda: metrics.totals["counted"])
     html = page_html(page_settings(config, environ))
     metrics.registry.register(WallboardCollector(
@@ -362,7 +380,7 @@ def register_wallboard(app: faust.App, config: Config, cores: Any, metrics: Any,
                                                       f"{grant.audience} token's scope"}),
                               content_type=JSON, status=403)
         body = live_document(shard_cores, calendar, config, as_of, now, minutes, team,
-                             freshness.sample(), partitions)
+                             freshness.sample(), partitions, names)
         if not grant.everything:
             body = filter_live(body, grant, membership, config.auth.rep_leaderboard)
         return view.bytes(orjson.dumps(body), content_type=JSON,

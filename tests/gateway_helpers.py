@@ -43,7 +43,8 @@ def gateway_raw(tmp_path: Path, **gateway: Any) -> dict[str, Any]:
         "pipeline": {"stages": [
             {"id": "discovery", "probability": 0.1, "category": "pipeline"},
             {"id": "proposal", "probability": 0.4, "category": "best_case"}]},
-        "gateway": {"roster": str(roster), "sources": [
+        "people": {"roster": str(roster)},
+        "gateway": {"sources": [
             {"name": "contract", "kind": "contract", "secret": "s3cret-token"},
             {"name": "pipedrive", "kind": "pipedrive", "username": "kpi", "secret": "pd-pass",
              "stages": {"1": "discovery", "2": "proposal"}},

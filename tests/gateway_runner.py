@@ -12,7 +12,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from engine.config import Config
+from engine.config import Config, KafkaConfig
+from engine.kafka_client import client_kwargs
 from engine.kafka_local import free_port
 from gateway.object_state import _behind, _partitions
 from gateway.server import serve
@@ -72,10 +73,14 @@ class GatewayThread:
             return exc.code, exc.read(), dict(exc.headers)
 
 
-def read_topic(bootstrap: str, topic: str, timeout: float = 10.0) -> list[Any]:
-    """Every record of ``topic`` now (value as JSON where it is JSON, headers as a dict)."""
+def read_topic(bootstrap: str | None, topic: str, timeout: float = 10.0,
+               kafka: KafkaConfig | None = None) -> list[Any]:
+    """Every record of ``topic`` now (value as JSON where it is JSON, headers as a dict);
+    ``kafka`` gives the client settings (a principal of a secure broker) instead of
+    ``bootstrap``."""
     async def go() -> list[Any]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        settings = client_kwargs(kafka) if kafka else {"bootstrap_servers": bootstrap}
+        consumer = AIOKafkaConsumer(**settings, enable_auto_commit=False)
         await consumer.start()
         try:
             partitions = [TopicPartition(topic, p)

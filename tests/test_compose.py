@@ -45,6 +45,8 @@ ENGINE_SERVICES = sorted(name for name, s in SERVICES.items() if s.get("image") 
                          and "alert_log" not in json.dumps(s.get("entrypoint", "")))
 WORKERS = sorted(name for name in ENGINE_SERVICES if SERVICES[name].get("command", [None])[0]
                  == "worker")
+GATEWAYS = sorted(name for name in ENGINE_SERVICES if SERVICES[name].get("command", [None])[0]
+                  == "gateway")
 
 
 def _bind_mounts(service: dict[str, Any]) -> list[tuple[Path, PurePosixPath]]:
@@ -82,6 +84,23 @@ def _host_path(service: dict[str, Any], container_path: str) -> Path:
     raise AssertionError(f"{container_path} is not mounted from the repository")
 
 
+def _service_config(name: str, tmp_path: Path) -> Config:
+    """The configuration ``name`` runs with: its file through its mounts, its environment, and
+    the secrets it is given (``/run/secrets/<name>``, files read when the config loads) as test
+    files in ``tmp_path``."""
+    service = SERVICES[name]
+    env = _environment(service)
+    secrets = tmp_path / "run" / "secrets"
+    secrets.mkdir(parents=True, exist_ok=True)
+    for secret in service.get("secrets", []):
+        target = secret["target"] if isinstance(secret, dict) else secret
+        (secrets / target).write_text(f"test-{target}\n")
+    text = _host_path(service, env[CONFIG_ENV]).read_text(encoding="utf-8")
+    config_file = tmp_path / f"{name}.toml"
+    config_file.write_text(text.replace("/run/secrets/", f"{secrets}/"), encoding="utf-8")
+    return load_config(config_file, environ=env)
+
+
 def test_compose_file_follows_the_compose_specification():
     proc = subprocess.run(
         [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
@@ -90,8 +109,9 @@ def test_compose_file_follows_the_compose_specification():
 
 
 def test_the_stack_has_its_services():
-    assert {"kafka", "prometheus", "alertmanager", "grafana", "generator", "backfill"} <= set(SERVICES)
-    assert len(WORKERS) == 2
+    assert {"kafka", "prometheus", "alertmanager", "grafana", "generator", "backfill",
+            "gateway"} <= set(SERVICES)
+    assert len(WORKERS) == 2 and GATEWAYS == ["gateway"]
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
@@ -113,13 +133,13 @@ def test_every_image_is_pinned(name: str):
 
 
 @pytest.mark.parametrize("name", ENGINE_SERVICES)
-def test_engine_services_set_only_known_config_variables_and_their_config_loads(name: str):
+def test_engine_services_set_only_known_config_variables_and_their_config_loads(
+        name: str, tmp_path: Path):
     service, known = SERVICES[name], _known_config_variables()
     env = _environment(service)
     unknown = sorted(set(env) - known)
     assert not unknown, f"{name}: not engine configuration keys (engine/config.py): {unknown}"
-    config_file = _host_path(service, env[CONFIG_ENV])
-    config = load_config(config_file, environ=env)
+    config = _service_config(name, tmp_path)
     assert config.kafka.bootstrap_servers == "kafka:9092"
 
 
@@ -256,7 +276,7 @@ def test_dockerfile_builds_the_package_on_python_3_11_slim_with_the_console_scri
         assert service["build"]["dockerfile"] == "docker/Dockerfile"
         command = service.get("command", [])
         if "entrypoint" not in service:
-            assert command[0] in ("worker", "generate")
+            assert command[0] in ("worker", "generate", "gateway")
         else:
             assert "kpi-engine " in " ".join(command)
 
@@ -302,16 +322,16 @@ def test_kafka_requires_sasl_on_every_client_listener_and_enforces_acls():
 
 
 @pytest.mark.parametrize("name", ENGINE_SERVICES)
-def test_engine_services_use_sasl_with_their_own_principal_and_a_password_file(name: str):
+def test_engine_services_use_sasl_with_their_own_principal_and_a_password_file(
+        name: str, tmp_path: Path):
     service = SERVICES[name]
-    env = _environment(service)
-    config = load_config(_host_path(service, env[CONFIG_ENV]), environ=env)
+    config = _service_config(name, tmp_path)
     kafka = config.kafka
     assert (kafka.security_protocol, kafka.sasl_mechanism) == ("SASL_PLAINTEXT", "SCRAM-SHA-512")
     assert kafka.sasl_password is None
     secret = PurePosixPath(kafka.sasl_password_file)
     assert secret.parent == PurePosixPath("/run/secrets") and secret.name in service["secrets"]
-    expected = "worker" if name in WORKERS else "producer"
+    expected = "worker" if name in WORKERS else "gateway" if name in GATEWAYS else "producer"
     assert kafka.sasl_username == expected
     assert service["depends_on"]["kafka-acls"]["condition"] == "service_completed_successfully"
 
@@ -342,14 +362,16 @@ def _acl_script_grants() -> set[tuple[str, str, str, str, str]]:
     return grants
 
 
-def test_the_compose_acls_are_those_the_secure_test_broker_runs_with():
-    from engine.kafka_secure import producer_acls, worker_acls
+def test_the_compose_acls_are_those_the_secure_test_broker_runs_with(tmp_path: Path):
+    from engine.kafka_secure import gateway_acls, producer_acls, worker_acls
 
     service = SERVICES["worker-1"]
     env = _environment(service)
     config = load_config(_host_path(service, env[CONFIG_ENV]), environ=env)
+    gateway = _service_config("gateway", tmp_path)
     expected = {(acl.principal, acl.resource_type, acl.pattern, acl.name, op)
-                for acl in [*worker_acls("worker", config), *producer_acls("producer", config)]
+                for acl in [*worker_acls("worker", config), *producer_acls("producer", config),
+                            *gateway_acls("gateway", gateway)]
                 for op in acl.operations}
     assert _acl_script_grants() == expected
 
@@ -390,3 +412,56 @@ def test_every_secret_comes_from_the_environment_and_is_used():
     used = {s["source"] if isinstance(s, dict) else s
             for service in SERVICES.values() for s in service.get("secrets", [])}
     assert used == set(secrets)
+
+
+# -- the CRM gateway and the roster (issue 10) --------------------------------------------------
+
+def test_the_gateway_listens_in_its_container_publishes_on_loopback_and_is_scraped(tmp_path):
+    service = SERVICES["gateway"]
+    config = _service_config("gateway", tmp_path)
+    port = config.gateway.port
+    assert config.gateway.host == "0.0.0.0"
+    assert _published(service) == [f"127.0.0.1:{port}:{port}"]
+    assert f"127.0.0.1:{port}/ready" in json.dumps(service["healthcheck"]["test"])
+    prometheus = YAML(typ="safe", pure=True).load(
+        (ROOT / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
+    job = next(j for j in prometheus["scrape_configs"] if j["job_name"] == "kpi-gateway")
+    assert job["static_configs"][0]["targets"] == [f"gateway:{port}"]
+
+
+def test_every_gateway_source_authenticates_with_a_mounted_secret(tmp_path):
+    service = SERVICES["gateway"]
+    config = _service_config("gateway", tmp_path)
+    assert config.gateway.sources
+    raw = tomllib.loads(_host_path(service, _environment(service)[CONFIG_ENV]).read_text())
+    for source, entry in zip(config.gateway.sources, raw["gateway"]["sources"], strict=True):
+        assert source.secret == f"test-{PurePosixPath(entry['secret_file']).name}", source.name
+        assert PurePosixPath(entry["secret_file"]).parent == PurePosixPath("/run/secrets")
+        assert "secret" not in entry and "secret_env" not in entry  # never in the file
+
+
+def test_workers_and_gateway_share_the_calendar_money_topics_and_roster(tmp_path):
+    gateway = _service_config("gateway", tmp_path)
+    for name in WORKERS:
+        worker = _service_config(name, tmp_path)
+        assert (worker.calendar, worker.money.currency, worker.topics) == \
+            (gateway.calendar, gateway.money.currency, gateway.topics), name
+        assert worker.people.roster == gateway.people.roster is not None
+    rosters = {_host_path(SERVICES[name], gateway.people.roster) for name in [*WORKERS, "gateway"]}
+    assert rosters == {ROOT / "docker" / "roster.toml"}
+
+
+def test_the_stack_roster_names_every_rep_and_team_the_generator_sends():
+    from engine.people.roster import load_roster
+    from engine.tooling.generator import GeneratorSettings, team_names
+
+    roster = load_roster(ROOT / "docker" / "roster.toml")
+    settings = GeneratorSettings()  # the stack's generator runs with the defaults
+    assert set(roster.team_names) == set(team_names(settings.teams))
+    assert set(roster.rep_names()) == {f"rep-{i:03d}" for i in
+                                       range(1, settings.teams * settings.reps_per_team + 1)}
+    assert all(name != rep for rep, name in roster.rep_names().items())
+    from engine.tooling.people import roster_toml
+
+    text = (ROOT / "docker" / "roster.toml").read_text(encoding="utf-8")
+    assert text.endswith(roster_toml(settings.teams, settings.reps_per_team, "pipedrive"))

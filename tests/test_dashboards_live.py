@@ -15,7 +15,9 @@ After the history, a 6-second burst of live events (``generate --rate``, stamped
 (``tests/pipeline_traffic.py``: deals of every rep moved through the configured stages in the
 last six hours, some closed) gives the pipeline, stage-flow, forecast and pacing panels data in
 every current window. The worker's time zone is chosen so that it is about 20:00 locally: no
-window rolls over during the test.
+window rolls over during the test. The worker has a people roster that names some reps and one
+team and leaves the others out, so the panels' name joins are checked with both: every query
+still has data, listed reps and teams carry their names and the others their ids.
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ PERIODS = ("day", "week", "month", "quarter", "year")
 # what is left to the target) is null once a target is reached, and its panels need a value.
 TARGET_VALUES = {"day": 5_000_000, "week": 30_000_000, "month": 120_000_000,
                  "quarter": 360_000_000, "year": 1_400_000_000}
+# The roster: half the reps and one team named, the rest shown by id.
+ROSTER_REPS = {"rep-001": "Anna Schmidt", "rep-002": "Jonas Weber", "rep-005": "Søren Ødegaard",
+               "rep-006": "Élodie Martin", "rep-009": "Pieter de Vries", "rep-010": "Maja Lind"}
+ROSTER_TEAMS = {"dach": "DACH Region"}
 # The as_of of each rule evaluation, recorded in the KPI group itself (appended to a copy of
 # the rules), so that a comparison reads the KPIs and their instant from ONE evaluation.
 AS_OF_RULE = "test:kpi_as_of_timestamp_seconds"
@@ -125,9 +131,16 @@ def stack(kafka_broker, tmp_path_factory, web_access) -> Iterator[dict]:
     token = uuid.uuid4().hex[:8]
     port = free_port()
     config_path = workdir / "worker.toml"
+    roster = workdir / "roster.toml"
+    roster.write_text("".join(
+        [f'[teams]\n{team} = "{name}"\n' for team, name in ROSTER_TEAMS.items()]
+        + [f'[[people]]\nrep_id = "{rep}"\nteam_id = "dach"\nname = "{name}"\n'
+           for rep, name in ROSTER_REPS.items()]), encoding="utf-8")
 
     def write_config(targets: str) -> None:
         config_path.write_text(f"""
+[people]
+roster = "{roster}"
 [calendar]
 timezone = "{local_zone_at_20h()}"
 [money]
@@ -264,7 +277,7 @@ def test_every_panel_query_returns_data(stack: dict) -> None:
     until("two scrapes for the rate rules",
           lambda: prometheus.query('kpi:events:rate5m{type="activity.logged"}'), 60,
           prometheus)
-    problems, checked, exempted = [], 0, set()
+    problems, checked, exempted, named_ids = [], 0, set(), 0
     for path in DASHBOARDS:
         dashboard = load(path.name)
         exprs = panel_exprs(dashboard)
@@ -279,6 +292,17 @@ def test_every_panel_query_returns_data(stack: dict) -> None:
                 promql = substitute(expr, values)
                 result = prometheus.query(promql)  # asserts status "success"
                 checked += 1
+                for key_label in ("rep", "team"):
+                    if f"kpi_{key_label}_info" not in expr:
+                        continue
+                    named_ids += 1
+                    wanted = ROSTER_REPS if key_label == "rep" else ROSTER_TEAMS
+                    for series in result:
+                        labels = series["metric"]
+                        if labels.get(key_label) is not None and labels.get(
+                                f"{key_label}_name") != wanted.get(labels[key_label],
+                                                                   labels[key_label]):
+                            problems.append(f"{path.name} {where}: {labels} is misnamed")
                 if key:
                     exempted.add(key)
                 elif not result:
@@ -286,7 +310,7 @@ def test_every_panel_query_returns_data(stack: dict) -> None:
                                     f"{ {k: values[k] for k in ('team', 'rep') if k in values} }):"
                                     f" no data: {promql}")
     print(f"checked {checked} panel queries")
-    assert checked > 100
+    assert checked > 100 and named_ids > 10
     assert not problems, "\n".join(problems)
     assert exempted == set(EXEMPT), "an exemption matched nothing"
 

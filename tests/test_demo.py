@@ -125,12 +125,19 @@ def test_a_user_config_keeps_its_settings_but_gets_the_demo_broker(tmp_path: Pat
     user = tmp_path / "mine.toml"
     user.write_text('[calendar]\ntimezone = "Asia/Tokyo"\n[money]\ncurrency = "JPY"\n'
                     '[kafka]\nbootstrap_servers = "prod:9093"\nsecurity_protocol = "SSL"\n'
+                    '[people]\nroster = "/srv/roster.toml"\n'
                     '[[targets]]\nkpi = "deals_won"\nperiod = "month"\nvalue = 3\n')
-    config = demo_config(base_config(str(user)), "127.0.0.1:1", 7000, tmp_path / "w")
+    config = demo_config(base_config(str(user)), "127.0.0.1:1", 7000, tmp_path / "w",
+                         roster_file=tmp_path / "demo-roster.toml")
+    assert not (tmp_path / "demo-roster.toml").exists()  # the user's own roster is kept
     assert (config.calendar.timezone, config.money.currency) == ("Asia/Tokyo", "JPY")
     assert [t.kpi for t in config.targets] == ["deals_won"]
     assert config.kafka.bootstrap_servers == "127.0.0.1:1"
     assert config.kafka.security_protocol == "PLAINTEXT"
+    # the worker the demo starts reads the file the demo writes: the roster's names stay
+    written = tmp_path / "engine.toml"
+    written.write_text(config_toml(config))
+    assert load_config(written, environ={}).people.roster == "/srv/roster.toml"
 
 
 def test_live_ids_are_namespaced_so_they_never_meet_the_history() -> None:
@@ -322,3 +329,25 @@ def test_demo_serves_growing_kpis_and_stops_everything_on_ctrl_c(tmp_path: Path)
             pid = int(line.split()[0])
             if pid != os.getpid():
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_the_demo_names_every_rep_and_team_its_traffic_has(tmp_path: Path) -> None:
+    """Without a roster of the user's, the demo writes one for the generated reps: its
+    wallboard shows names, like one fed by a real CRM roster."""
+    from engine.people.roster import load_roster
+
+    roster_file = tmp_path / "roster.toml"
+    config = demo_config(base_config(None), "127.0.0.1:1", 7000, tmp_path / "w",
+                         roster_file=roster_file)
+    assert config.people.roster == str(roster_file)
+    roster = load_roster(roster_file)
+    as_of = datetime(2026, 6, 10, 12, tzinfo=UTC)
+    start = as_of - timedelta(days=30)
+    reps, teams = set(), set()
+    for line in history_lines(backfill_settings(config, 1, start, as_of), start, as_of):
+        event = json.loads(line)
+        reps.update([event["rep_id"]] if event.get("rep_id") else [])
+        teams.update([event["team_id"]] if event.get("team_id") else [])
+    assert reps and reps <= set(roster.rep_names())
+    assert teams and teams <= set(roster.team_names)
+    assert len(set(roster.rep_names().values())) == len(roster.rep_names())  # no two alike

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from engine.config import ConfigError, config_from_mapping, load_config
-from gateway.roster import Attribution, Person, UnknownUser, load_roster
+from engine.people.roster import Person, load_roster
+from gateway.roster import Attribution, UnknownUser
 
 PIPEDRIVE = {"name": "pipedrive", "kind": "pipedrive", "username": "kpi", "secret": "pw"}
 
@@ -143,3 +144,36 @@ def test_gateway_command_without_sources_is_a_usage_error(tmp_path, capsys):
     assert "no [[gateway.sources]]" in capsys.readouterr().err
     path.write_text("[gateway]\nport = 'x'\n")
     assert main(["gateway", "--config", str(path)]) == 2
+
+
+# --- one roster for the worker and the gateway: [people] roster ---------------------------------
+
+def test_people_roster_is_the_one_key_and_gateway_roster_its_older_spelling(tmp_path):
+    assert config_from_mapping({"people": {"roster": "r.toml"}}).people.roster == "r.toml"
+    assert config_from_mapping({"gateway": {"roster": "r.toml"}}).people.roster == "r.toml"
+    assert config_from_mapping({"people": {"roster": "r.toml"},
+                                "gateway": {"roster": "r.toml"}}).people.roster == "r.toml"
+    with pytest.raises(ConfigError, match="different files"):
+        config_from_mapping({"people": {"roster": "a.toml"}, "gateway": {"roster": "b.toml"}})
+    assert config_from_mapping({}, {"KPI_PEOPLE_ROSTER": "env.csv"}).people.roster == "env.csv"
+
+
+def test_a_roster_may_name_reps_without_crm_ids_in_toml_and_csv(tmp_path):
+    toml = tmp_path / "names.toml"
+    toml.write_text('[teams]\ndach = "DACH"\n[[people]]\nrep_id = "rep-001"\nteam_id = "dach"\n'
+                    'name = "Anna Schmidt"\n')
+    csv = tmp_path / "names.csv"
+    csv.write_text("rep_id,team_id,name,team_name\nrep-001,dach,Anna Schmidt,DACH\n")
+    for path in (toml, csv):
+        roster = load_roster(path)
+        assert roster.rep_names() == {"rep-001": "Anna Schmidt"}
+        assert roster.team_names == {"dach": "DACH"}
+        assert roster.people == {}  # nobody to attribute CRM users to
+
+
+def test_one_rep_id_cannot_have_two_names(tmp_path):
+    path = tmp_path / "twice.toml"
+    path.write_text('[[people]]\nrep_id = "rep-001"\nteam_id = "dach"\nname = "Anna"\n'
+                    '[[people]]\nrep_id = "rep-001"\nteam_id = "dach"\nname = "Anne"\n')
+    with pytest.raises(ConfigError, match="rep-001 is listed twice"):
+        load_roster(path)

@@ -204,6 +204,6 @@ def test_metrics_name_reps_and_teams_and_count_deliveries(tmp_path):
             await client.close()
 
     text = asyncio.run(go())
-    assert 'kpi_rep_info{name="Anna Schmidt",rep="rep-017",team="emea"} 1.0' in text
-    assert 'kpi_team_info{name="EMEA Enterprise",team="emea"} 1.0' in text
+    assert 'kpi_rep_info{rep="rep-017",rep_name="Anna Schmidt",team="emea"} 1.0' in text
+    assert 'kpi_team_info{team="emea",team_name="EMEA Enterprise"} 1.0' in text
     assert 'kpi_gateway_deliveries_total{source="pipedrive",status="401"} 1.0' in text

@@ -28,7 +28,7 @@ SALESFORCE_TASKS = """Activity ID,Subject,Assigned,Task Subtype,Status,Date,Oppo
 def write_config(tmp_path):
     raw = gateway_raw(tmp_path)
     lines = ['[money]\ncurrency = "EUR"\n[calendar]\ntimezone = "Europe/Berlin"\n',
-             f'[gateway]\nroster = "{raw["gateway"]["roster"]}"\n']
+             f'[people]\nroster = "{raw["people"]["roster"]}"\n']
     for s in raw["gateway"]["sources"]:
         lines.append("[[gateway.sources]]\n" + "".join(
             f"{k} = {orjson.dumps(v).decode() if not isinstance(v, dict) else _inline(v)}\n"

@@ -67,8 +67,9 @@ app_id = "{unique_name('app')}"
 data_dir = "{tmp_path / 'data'}"
 web_host = "127.0.0.1"
 web_port = {port}
-[gateway]
+[people]
 roster = "{roster}"
+[gateway]
 state_topic = "{unique_name('state')}"
 [[gateway.sources]]
 name = "pipedrive"

@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:
 
 from engine.config import Config, config_from_mapping  # noqa: E402
 from grafana import build  # noqa: E402
-from grafana.promql import WINDOWS  # noqa: E402
+from grafana.promql import NAME_INFO, WINDOWS, named  # noqa: E402
 from grafana.settings import DashboardSettings  # noqa: E402
 
 DASHBOARDS_DIR = ROOT / "grafana" / "dashboards"
@@ -112,6 +112,14 @@ def substitute(expr: str) -> str:
 
 def without_strings(expr: str) -> str:
     return re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+
+
+def without_name_joins(expr: str) -> str:
+    """``expr`` without the roster-name lookups (``grafana.promql.NAME_INFO``): they read the
+    info series, not a KPI, and their ``max``/``topk`` collapse copies of one name, not values."""
+    for lookup in NAME_INFO.values():
+        expr = expr.replace(lookup, "kpi:names")
+    return expr
 
 
 def metric_names(expr: str) -> set[str]:
@@ -352,7 +360,9 @@ def test_every_metric_named_is_recorded_and_documented(name: str):
     d = load(name)
     recorded, documented = recorded_names(), documented_names()
     for where, expr in panel_exprs(d):
-        names = metric_names(expr)
+        for info in ("kpi_rep_info", "kpi_team_info"):
+            assert info not in expr or info in documented, f"{where}: {info} undocumented"
+        names = metric_names(without_name_joins(expr)) - {"kpi:names"}
         assert names, f"{where}: reads no kpi metric: {expr}"
         raw = {n for n in names if not n.startswith("kpi:")}
         assert not raw, f"{where}: panels read recording rules only, not {raw}"
@@ -411,10 +421,32 @@ def test_no_panel_averages_or_sums_a_ratio(name: str):
     ratios = derived_names()
     assert {"kpi:win_rate", "kpi:churn_rate", "kpi:target_attainment"} <= ratios
     for where, expr in panel_exprs(load(name)):
-        bare = without_strings(expr)
+        bare = without_strings(without_name_joins(expr))
         assert not re.search(r"\bavg(_over_time)?\s*(\(|by|without)", bare), \
             f"{where}: averages: {expr}"
         if metric_names(expr) & ratios:
             used = [a for a in AGGREGATIONS if re.search(rf"\b{a}\b\s*(\(|by\b|without\b)", bare)]
             assert not used, (f"{where}: aggregates a ratio with {used}; sum the components "
                               f"and divide instead: {expr}")
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_reps_and_teams_are_shown_by_their_roster_names(name: str):
+    """A legend names reps and teams by ``rep_name``/``team_name`` (never the bare id label),
+    and every query that shows a name joins the info series and keeps unlisted ids."""
+    for panel in load(name)["panels"]:
+        for target in panel.get("targets", []):
+            legend, expr = target.get("legendFormat", ""), target.get("expr", "")
+            assert "{{rep}}" not in legend and "{{team}}" not in legend, (panel["title"], legend)
+            for key in ("rep", "team"):
+                if f"{{{{{key}_name}}}}" in legend or f"{key}_name" in json.dumps(
+                        panel.get("transformations", [])) and f"group_left({key}_name)" in expr:
+                    assert NAME_INFO[key] in expr and f"or ignoring({key}_name)" in expr, \
+                        (panel["title"], expr)
+
+
+def test_the_name_join_keeps_values_and_falls_back_to_the_id():
+    expr = named('kpi:revenue_won{scope="rep"}', "rep")
+    assert expr.startswith('(kpi:revenue_won{scope="rep"} * on(rep) group_left(rep_name) ')
+    assert 'or ignoring(rep_name) label_replace(label_replace(kpi:revenue_won{scope="rep"}, ' \
+           '"rep_name", "$1", "rep", "(.+)"), "__name__", "", "", "")' in expr

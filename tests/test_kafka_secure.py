@@ -30,7 +30,7 @@ from engine.kafka_client import (
     wait_for_broker,
 )
 from engine.kafka_local import LocalKafka, free_port
-from engine.kafka_secure import BrokerSecurity, producer_acls, worker_acls
+from engine.kafka_secure import BrokerSecurity, gateway_acls, producer_acls, worker_acls
 from engine.security.ca import LocalCA
 from engine.security.tokens import TokenEntry, format_token_line, new_token, token_hash
 
@@ -51,6 +51,9 @@ app_id = "kpi-sec"
 """
 
 
+GATEWAY_STATE_TOPIC = "sec.gateway.state"
+
+
 def run(coro):
     return asyncio.run(coro)
 
@@ -59,10 +62,12 @@ def run(coro):
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
     config = config_from_mapping({"topics": {"input": "sec.events",
                                              "dead_letter": "sec.events.dlq"},
-                                  "worker": {"app_id": "kpi-sec"}})
+                                  "worker": {"app_id": "kpi-sec"},
+                                  "gateway": {"state_topic": GATEWAY_STATE_TOPIC}})
     security = BrokerSecurity.with_users(
-        "worker", "producer", "intruder",
-        acls=[*worker_acls("worker", config), *producer_acls("producer", config)])
+        "worker", "producer", "intruder", "gateway",
+        acls=[*worker_acls("worker", config), *producer_acls("producer", config),
+              *gateway_acls("gateway", config)])
     with LocalKafka(tmp_path_factory.mktemp("secure-kafka"), security=security) as kafka:
         yield kafka
 
@@ -245,3 +250,40 @@ def test_the_cli_with_a_wrong_password_says_so(broker: LocalKafka, tmp_path: Pat
     assert done.returncode == 1, done.stderr
     assert "refused the credentials of SASL user 'producer'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_gateway_works_with_its_own_acls_and_nothing_more(broker: LocalKafka,
+                                                               tmp_path: Path) -> None:
+    """docker-compose.yml runs the gateway as User:gateway with engine.kafka_secure's
+    gateway_acls: enough to create and read back its HubSpot state topic and to produce
+    accepted events and dead letters, and no reading of the input."""
+    from gateway_fixtures import basic_auth, hubspot_event, pipedrive_deal, pipedrive_delivery
+    from gateway_helpers import gateway_raw
+    from gateway_runner import GatewayThread, events_of, read_topic
+    from test_gateway_e2e import hubspot_post
+
+    raw = gateway_raw(tmp_path)
+    raw["topics"] = {"input": "sec.events", "dead_letter": "sec.events.dlq", "partitions": 2}
+    raw["gateway"]["state_topic"] = GATEWAY_STATE_TOPIC
+    raw["gateway"]["kafka_timeout_seconds"] = 10
+    config = replace(config_from_mapping(raw), kafka=broker.client_config("gateway"))
+    pd = basic_auth("kpi", "pd-pass")
+    t0 = 1_772_442_000_000
+    with GatewayThread(config) as gw:  # started: the state topic is created and read back
+        assert gw.post("/hooks/pipedrive", pipedrive_delivery(
+            "create", pipedrive_deal(41)), pd)[0] == 200
+        assert gw.post("/hooks/pipedrive", pipedrive_delivery(
+            "create", pipedrive_deal(42, owner=999)), pd)[0] == 200  # dead-lettered
+        assert hubspot_post(gw, [hubspot_event("deal.creation", 4242, t0),
+                                 hubspot_event("deal.propertyChange", 4242, t0,
+                                               "hubspot_owner_id", "41629780")])[0] == 200
+    admin = broker.client_config()
+    # (other tests of this module write the input too, not all of it JSON)
+    ours = [r for r in read_topic(None, "sec.events", 30, admin) if b"-deal-" in r.value]
+    deals = {e.get("deal_id") for e in events_of(ours)}
+    assert {"pipedrive-deal-41", "hubspot-deal-4242"} <= deals
+    dead = read_topic(None, "sec.events.dlq", 30, admin)
+    assert any(dict(r.headers).get("kpi-reason") == b"unknown_user" for r in dead)
+    # what it may not do: read the input (the workers' business)
+    with pytest.raises(TopicAuthorizationFailedError):
+        read_topic(None, "sec.events", 10, broker.client_config("gateway"))

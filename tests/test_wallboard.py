@@ -21,9 +21,17 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from engine.calendar import Calendar, to_micros
-from engine.config import CalendarConfig, Config, MoneyConfig, TopicsConfig, WorkerConfig
+from engine.config import (
+    CalendarConfig,
+    Config,
+    MoneyConfig,
+    PeopleConfig,
+    TopicsConfig,
+    WorkerConfig,
+)
 from engine.core import Core
 from engine.event import MICRO, Event
+from engine.security.audience import EVERYTHING, Grant, filter_live
 from streams.app import create_app
 from streams.metrics import WorkerMetrics
 from streams.wallboard import (
@@ -304,3 +312,83 @@ def test_prometheus_gauges_for_multi_worker_mode(tmp_path) -> None:
     text = generate_latest(metrics.registry).decode()
     assert "kpi_activities_last_hour{" not in text
     assert "kpi_last_event_timestamp_seconds " not in text
+
+
+# -- display names from the roster -----------------------------------------------------------
+
+ROSTER = """
+[teams]
+dach = "DACH Enterprise"
+nordics = "Nordics"
+
+[[people]]
+rep_id = "r1"
+team_id = "dach"
+name = "Anna Schmidt"
+crm = { pipedrive = "18487521" }
+
+[[people]]  # a name only: no CRM ids (a worker fed from files)
+rep_id = "r9"
+team_id = "nordics"
+name = "Søren Ødegaard"
+"""
+
+
+def named_config(tmp_path: Path) -> Config:
+    roster = tmp_path / "roster.toml"
+    roster.write_text(ROSTER, encoding="utf-8")
+    return replace(config(tmp_path), people=PeopleConfig(roster=str(roster)))
+
+
+def test_api_live_names_the_rosters_reps_and_teams_and_the_worker_exports_them(tmp_path) -> None:
+    cfg = named_config(tmp_path)
+    metrics = WorkerMetrics()
+    run = serve(cfg, FakeCores(hand_built_cores(cfg)), metrics)
+
+    async def check(client):
+        response = await client.get("/api/live", params={"as_of": AS_OF.isoformat()})
+        assert response.status == 200, await response.text()
+        return orjson.loads(await response.read())
+
+    body = run(check)
+    # r2 works for dach but is not in the roster: no name, so the page shows its id.
+    assert body["reps_by_team"] == {"dach": ["r1", "r2"], "nordics": ["r9"]}
+    assert body["names"] == {"reps": {"r1": "Anna Schmidt", "r9": "Søren Ødegaard"},
+                             "teams": {"dach": "DACH Enterprise", "nordics": "Nordics"}}
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(
+                   generate_latest(metrics.registry).decode())
+               for s in family.samples if s.name in ("kpi_rep_info", "kpi_team_info")}
+    assert samples == {
+        ("kpi_rep_info", (("rep", "r1"), ("rep_name", "Anna Schmidt"), ("team", "dach"))): 1.0,
+        ("kpi_rep_info", (("rep", "r9"), ("rep_name", "Søren Ødegaard"),
+                          ("team", "nordics"))): 1.0,
+        ("kpi_team_info", (("team", "dach"), ("team_name", "DACH Enterprise"))): 1.0,
+        ("kpi_team_info", (("team", "nordics"), ("team_name", "Nordics"))): 1.0}
+
+
+def test_without_a_roster_api_live_has_no_names_and_no_info_series(tmp_path) -> None:
+    cfg = config(tmp_path)
+    metrics = WorkerMetrics()
+    run = serve(cfg, FakeCores(hand_built_cores(cfg)), metrics)
+
+    async def check(client):
+        response = await client.get("/api/live", params={"as_of": AS_OF.isoformat()})
+        return orjson.loads(await response.read())
+
+    assert run(check)["names"] == {"reps": {}, "teams": {}}
+    assert "kpi_rep_info{" not in generate_latest(metrics.registry).decode()
+
+
+def test_a_scoped_token_sees_only_the_names_of_its_teams_and_reps() -> None:
+    document = {"reps_by_team": {"dach": ["r1", "r2"], "nordics": ["r9"]},
+                "names": {"reps": {"r1": "Anna Schmidt", "r9": "Søren Ødegaard"},
+                          "teams": {"dach": "DACH Enterprise", "nordics": "Nordics"}}}
+    membership = {"r1": frozenset({"dach"}), "r2": frozenset({"dach"}),
+                  "r9": frozenset({"nordics"})}
+    manager = filter_live(document, Grant("manager", teams=frozenset({"nordics"})), membership,
+                          "none")
+    assert manager["names"] == {"reps": {"r9": "Søren Ødegaard"}, "teams": {"nordics": "Nordics"}}
+    rep = filter_live(document, Grant("rep", rep="r1"), membership, "none")
+    assert rep["names"] == {"reps": {"r1": "Anna Schmidt"}, "teams": {"dach": "DACH Enterprise"}}
+    assert filter_live(document, EVERYTHING, membership, "none") is document

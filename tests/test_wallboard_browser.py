@@ -4,8 +4,9 @@ a real ``kpi-engine worker`` fed by ``kpi-engine generate`` through the real Kaf
 What a person in front of the screen would check: the numbers shown equal ``/api/kpis`` (and
 ``/api/live``) at the page's own ``as_of``; they move when events arrive, without a reload; the
 board turns visibly stale when events stop; the team filter, the rotation and the Prometheus
-mode show the right scope. Screenshots at 1920x1080 and 1280x720 land in the test's tmp dir,
-and in ``$KPI_WALLBOARD_SCREENSHOTS`` (e.g. ``docs``) when that is set.
+mode show the right scope; reps and teams appear by their roster names (``[people] roster``),
+by their id where the roster has none. Screenshots at 1920x1080 and 1280x720 land in the
+test's tmp dir, and in ``$KPI_WALLBOARD_SCREENSHOTS`` (e.g. ``docs``) when that is set.
 
 Needs Debian's ``chromium`` (``apt-get install chromium``); skipped without it.
 """
@@ -53,6 +54,11 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 WAIT_SECONDS = 180.0  # the shared test machine can be slow
 TEAMS, REPS_PER_TEAM = 3, 4
 STALE_SECONDS = 20
+# The roster names half the generated reps and one team: the others must show their ids.
+ROSTER_REPS = {f"rep-{n:03d}": name for n, name in enumerate(
+    ["Anna Schmidt", "Jonas Weber", "Søren Ødegaard", "Élodie Martin", "Pieter de Vries",
+     "Maja Lindqvist"], start=1)}
+ROSTER_TEAMS = {"dach": "DACH Region"}
 # The month's company target is set high enough that the pace marker sits inside the bar.
 # Nordics' month target is out of reach, so that team's board is behind pace.
 TARGETS = {("month", None): 2_400_000, ("day", None): 40_000, ("month", "dach"): 200_000,
@@ -214,7 +220,8 @@ READ_BOARD = """(() => {
   const board = [...document.querySelectorAll('#leaderboard li[data-rep]')].map((li) => {
     const revenue = li.querySelector('[data-kpi="rep.revenue_won"]');
     const deals = li.querySelector('[data-kpi="rep.deals_won"]');
-    return {rep: li.dataset.rep, revenue: revenue.dataset.value, revenueText: revenue.textContent,
+    return {rep: li.dataset.rep, name: li.querySelector('.rep').textContent,
+            revenue: revenue.dataset.value, revenueText: revenue.textContent,
             deals: deals.dataset.value, dealsText: deals.textContent};
   });
   const banner = document.getElementById('banner');
@@ -308,7 +315,13 @@ def stack(kafka_broker, tmp_path_factory, web_access) -> Iterator[dict]:
         + (f'team = "{team}"\n' if team else "")
         for (period, team), value in TARGETS.items())
     config_path = workdir / "worker.toml"
+    roster = workdir / "roster.csv"
+    roster.write_text("rep_id,team_id,name,team_name\n" + "".join(
+        f"{rep},dach,{name},{ROSTER_TEAMS['dach']}\n" for rep, name in ROSTER_REPS.items()),
+        encoding="utf-8")
     config_path.write_text(f"""
+[people]
+roster = "{roster}"
 [calendar]
 timezone = "Europe/Berlin"
 [money]
@@ -464,6 +477,8 @@ def mismatches(shown: dict, report: dict, live: dict, team: str | None) -> list[
     if board != want_board:
         problems.append(f"leaderboard: page {board}, API {want_board}")
     for row in shown["board"]:
+        if row["name"] != ROSTER_REPS.get(row["rep"], row["rep"]):
+            problems.append(f"leaderboard: {row['rep']} shown as {row['name']!r}")
         check_text("rep.revenue_won", float(row["revenue"]), row["revenueText"])
         check_text("rep.deals_won", int(row["deals"]), row["dealsText"])
     return problems
@@ -516,6 +531,9 @@ def test_the_wallboard_shows_the_api_numbers_updates_live_and_turns_stale(stack:
     assert "worker 127.0.0.1" in shown["source"] and "3 of 3 partitions" in shown["source"]
     assert shown["kpis"]["month.revenue_won"]["value"] != "0"
     assert len(shown["board"]) == 10
+    # Names from the roster, ids for the reps it does not list (mismatches() checks each row).
+    assert {row["rep"] for row in shown["board"]} & set(ROSTER_REPS)
+    assert {row["rep"] for row in shown["board"]} - set(ROSTER_REPS)
 
     # More events: the numbers move without a reload.
     page.evaluate("window.__notReloaded = true")
@@ -536,9 +554,6 @@ def test_the_wallboard_shows_the_api_numbers_updates_live_and_turns_stale(stack:
 
     # Pace: the marker sits where the target should be by now (the engine's expected), and
     # the verdict is in words and in colour.
-    report = worker.get_json("/api/kpis", as_of=shown["asOf"])
-    month = next(w for w in report["windows"] if w["period"] == "month" and w["offset"] == 0)
-    target = month["company"]["targets"]["revenue_won"]
     bar = page.evaluate("""(() => {
       const box = document.querySelector('[data-target="month"]');
       const marker = box.querySelector('.pace').getBoundingClientRect();
@@ -547,8 +562,14 @@ def test_the_wallboard_shows_the_api_numbers_updates_live_and_turns_stale(stack:
               centre: (marker.left + marker.width / 2 - track.left) / track.width,
               state: box.dataset.state,
               fill: getComputedStyle(box.querySelector('.fill')).backgroundColor,
-              word: getComputedStyle(box.querySelector('.verdict')).backgroundColor};
+              word: getComputedStyle(box.querySelector('.verdict')).backgroundColor,
+              asOf: document.body.dataset.asOf};
     })()""")
+    # The page refreshes every second and the expected value moves with as_of: compare with
+    # the report at the as_of of the render the marker belongs to (read in the same evaluate).
+    report = worker.get_json("/api/kpis", as_of=bar["asOf"])
+    month = next(w for w in report["windows"] if w["period"] == "month" and w["offset"] == 0)
+    target = month["company"]["targets"]["revenue_won"]
     assert math.isclose(bar["share"], target["expected"] / target["target"], rel_tol=1e-9)
     assert abs(bar["centre"] - target["expected"] / target["target"]) < 0.01, bar
     assert bar["state"] == expected_verdict(target["attainment"], target["pace"])
@@ -601,7 +622,7 @@ def test_team_filter_and_rotation(stack: dict) -> None:
     page.wait_for("document.body.dataset.asOf", "the first data")
     shown = page_matches_api(page, worker, team="dach")
     assert shown["scope"] == "team:dach"
-    assert shown["kpis"]["scope"]["text"] == "Team dach"
+    assert shown["kpis"]["scope"]["text"] == "Team DACH Region"  # the roster's team name
     assert shown["kpis"]["month.revenue_won.attainment"]["value"] != "null"  # dach's own target
     assert shown["kpis"]["day.revenue_won.attainment"]["value"] == "null"  # none for its days
     page.screenshot(stack["workdir"] / "wallboard-team-dach.png")
@@ -665,5 +686,6 @@ def test_prometheus_mode_shows_the_numbers_summed_by_the_recording_rules(stack: 
 
         page.open(worker.web.kiosk_link(worker.base, **query, team="nordics"))
         page.wait_for("document.body.dataset.asOf", "the team's data from Prometheus")
-        page_matches_api(page, worker, team="nordics")
+        shown = page_matches_api(page, worker, team="nordics")  # names from kpi_rep_info
+        assert shown["kpis"]["scope"]["text"] == "Team nordics"  # not in the roster: the id
         page.close()

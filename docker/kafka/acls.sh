@@ -2,10 +2,12 @@
 # One-shot: the ACLs of the compose stack's principals (engine/kafka_secure.py gives the same
 # rights to the local test broker). The workers (User:worker) read the input, write the
 # dead-letter topic and own everything named after their app_id (bundles, ledger changelog,
-# Faust's topics, consumer groups); the generator (User:producer) writes the input. Nobody
-# else may do anything (allow.everyone.if.no.acl.found=false). Idempotent.
+# Faust's topics, consumer groups); the generator (User:producer) writes the input; the CRM
+# gateway (User:gateway) writes the input and the dead-letter topic and owns its state topic.
+# Nobody else may do anything (allow.everyone.if.no.acl.found=false). Idempotent.
 set -eu
 : "${INPUT_TOPIC:=crm.events}" "${DEAD_LETTER_TOPIC:=crm.events.dlq}" "${APP_ID:=kpi-engine}"
+: "${GATEWAY_STATE_TOPIC:=crm.gateway.state}"
 ADMIN_PASSWORD=$(tr -d '\n' < /run/secrets/kafka_admin_password)
 umask 077
 cat > /tmp/admin.properties <<PROPERTIES
@@ -25,4 +27,11 @@ acl --allow-principal User:worker --operation IdempotentWrite --operation Descri
 acl --allow-principal User:producer --operation Write --operation Describe --operation Create \
     --topic "$INPUT_TOPIC"
 acl --allow-principal User:producer --operation IdempotentWrite --cluster
+acl --allow-principal User:gateway --operation Write --operation Describe --operation Create \
+    --topic "$INPUT_TOPIC"
+acl --allow-principal User:gateway --operation Write --operation Describe --operation Create \
+    --topic "$DEAD_LETTER_TOPIC"
+acl --allow-principal User:gateway --operation Read --operation Write --operation Describe \
+    --operation Create --topic "$GATEWAY_STATE_TOPIC"
+acl --allow-principal User:gateway --operation IdempotentWrite --cluster
 echo "ACLs in place"

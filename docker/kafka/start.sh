@@ -13,6 +13,7 @@ secret() { tr -d '\n' < "/run/secrets/$1"; }
 ADMIN_PASSWORD=$(secret kafka_admin_password)
 WORKER_PASSWORD=$(secret kafka_worker_password)
 PRODUCER_PASSWORD=$(secret kafka_producer_password)
+GATEWAY_PASSWORD=$(secret kafka_gateway_password)
 CONF=/tmp/server.properties
 JAAS="org.apache.kafka.common.security.scram.ScramLoginModule required username=\"admin\" password=\"$ADMIN_PASSWORD\";"
 
@@ -58,6 +59,7 @@ if [ ! -f /var/lib/kafka/data/meta.properties ]; then
   /opt/kafka/bin/kafka-storage.sh format --cluster-id "$CLUSTER_ID" --config "$CONF" \
     --add-scram "SCRAM-SHA-512=[name=admin,password=$ADMIN_PASSWORD]" \
     --add-scram "SCRAM-SHA-512=[name=worker,password=$WORKER_PASSWORD]" \
-    --add-scram "SCRAM-SHA-512=[name=producer,password=$PRODUCER_PASSWORD]"
+    --add-scram "SCRAM-SHA-512=[name=producer,password=$PRODUCER_PASSWORD]" \
+    --add-scram "SCRAM-SHA-512=[name=gateway,password=$GATEWAY_PASSWORD]"
 fi
 exec /opt/kafka/bin/kafka-server-start.sh "$CONF"

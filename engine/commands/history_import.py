@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         columns[field] = column
     settings = ImportSettings(
         crm=args.crm, source=source.name if source else args.crm, kind=args.kind,
-        zone=config.calendar.zone, attribution=attribution(config.gateway),
+        zone=config.calendar.zone, attribution=attribution(config),
         stages=source.stage_map() if source else {}, columns=columns,
         **({"won_stages": frozenset(s.lower() for s in source.won_stages),
             "lost_stages": frozenset(s.lower() for s in source.lost_stages)}

@@ -137,7 +137,8 @@ def filter_report(report: dict[str, Any], grant: Grant,
 
 def filter_live(document: dict[str, Any], grant: Grant,
                 rep_teams: Mapping[str, frozenset[str]], policy: str) -> dict[str, Any]:
-    """The ``/api/live`` body as ``grant`` may see it (its team lists cut to visible reps)."""
+    """The ``/api/live`` body as ``grant`` may see it (its team lists cut to visible reps, its
+    display names cut to the visible teams and reps)."""
     if grant.everything:
         return document
     teams = visible_teams(grant, rep_teams)
@@ -146,7 +147,12 @@ def filter_live(document: dict[str, Any], grant: Grant,
         if teams is not None and team not in teams:
             continue
         reps_by_team[team] = [r for r in reps if rep_view(grant, r, rep_teams, policy)]
-    return {**document, "reps_by_team": reps_by_team}
+    names = document.get("names", {})
+    names = {"reps": {r: n for r, n in names.get("reps", {}).items()
+                      if rep_view(grant, r, rep_teams, policy)},
+             "teams": {t: n for t, n in names.get("teams", {}).items()
+                       if teams is None or t in teams}}
+    return {**document, "reps_by_team": reps_by_team, "names": names}
 
 
 def may_see_team(grant: Grant, team: str, rep_teams: Mapping[str, frozenset[str]]) -> bool:

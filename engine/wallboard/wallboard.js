@@ -7,6 +7,8 @@
  *                HTTP API (?source=prometheus&prom=http://host:9090).
  * Every number shown carries data-kpi (what it is) and data-value (the raw number), so a test
  * or a curious person can check the page against the API.
+ * Reps and teams are shown by their roster display names ([people] roster: /api/live's names,
+ * or kpi_rep_info / kpi_team_info in Prometheus mode), by their id when the roster has none.
  */
 (() => {
   'use strict';
@@ -93,6 +95,14 @@
     return `${Math.round(seconds / 86400)} days ago`;
   }
 
+  function repName(snapshot, rep) {
+    return (snapshot.names && snapshot.names.reps[rep]) || rep;
+  }
+
+  function teamName(snapshot, team) {
+    return (snapshot && snapshot.names && snapshot.names.teams[team]) || team;
+  }
+
   // -- fetching -------------------------------------------------------------------------------
 
   async function getJSON(url, withToken) {
@@ -174,6 +184,7 @@
       live: {minutes: live.minutes, total: live.activities.total,
              byType: live.activities.by_type, perMinute: live.activities.per_minute},
       freshness: {secondsAgo: live.seconds_since_last_event, lastEventAt: live.last_event_at},
+      names: {reps: (live.names && live.names.reps) || {}, teams: (live.names && live.names.teams) || {}},
       source: {
         mode: 'worker',
         text: `worker ${location.host} · ${held} of ${total} partitions`,
@@ -200,7 +211,7 @@
     const at = evaluated[0] ? evaluated[0].value[1] : undefined;
     const atEval = (query) => promQuery(query, at);
     const [kpis, targets, pacing, info, asOf, members, activity, counted, latest, now,
-           workers, stages] = await Promise.all([
+           workers, stages, repInfo, teamInfo] = await Promise.all([
         atEval('{__name__=~"kpi:(revenue_won|deals_won|leads_qualified|activities|win_rate|'
                + 'lead_conversion_rate|forecast_commit|forecast_best_case|forecast_weighted)",'
                + 'period=~"day|month",offset=~"0|1"}'),
@@ -217,6 +228,9 @@
         promQuery('time()'),
         atEval('count(kpi_worker_ready == 1)'),
         atEval('count(kpi:pipeline_deals_by_stage{scope="company",period="month",offset="0"})'),
+        // Display names: one copy per worker, hence max (docs/metrics.md).
+        promQuery('max by (rep, rep_name) (kpi_rep_info)'),
+        promQuery('max by (team, team_name) (kpi_team_info)'),
       ]);
     const value = (sample) => Number(sample.value[1]);
     const teams = new Set();
@@ -299,6 +313,8 @@
       live: {minutes: 60, total: Object.values(byType).reduce((a, b) => a + b, 0),
              byType, perMinute: null},
       freshness: {secondsAgo, lastEventAt: latest[0] ? new Date(value(latest[0]) * 1000).toISOString() : null},
+      names: {reps: Object.fromEntries(repInfo.map((s) => [s.metric.rep, s.metric.rep_name])),
+              teams: Object.fromEntries(teamInfo.map((s) => [s.metric.team, s.metric.team_name]))},
       source: {
         mode: 'prometheus',
         text: `Prometheus ${options.prom} · ${workerCount} worker${workerCount === 1 ? '' : 's'}`,
@@ -422,7 +438,9 @@
       const li = document.createElement('li');
       li.dataset.rep = row.rep;
       const rank = Object.assign(document.createElement('span'), {className: 'rank', textContent: index + 1});
-      const rep = Object.assign(document.createElement('span'), {className: 'rep', textContent: row.rep});
+      const rep = Object.assign(document.createElement('span'), {className: 'rep',
+                                                                 textContent: repName(snapshot, row.rep)});
+      rep.title = row.rep;
       const bar = Object.assign(document.createElement('span'), {className: 'lb-bar'});
       bar.style.width = `${Math.max(0, row.revenue_won / best) * 100}%`;
       const revenue = Object.assign(document.createElement('span'), {className: 'num revenue'});
@@ -508,7 +526,7 @@
     dots.replaceChildren(...state.rotation.map((scope, i) => {
       const dot = document.createElement('i');
       dot.className = i === state.rotationIndex ? 'on' : '';
-      dot.title = scope || 'company';
+      dot.title = scope ? teamName(state.snapshot, scope) : 'company';
       return dot;
     }));
   }
@@ -522,7 +540,8 @@
     document.body.dataset.source = snapshot.source.mode;
     document.getElementById('brand').textContent = options.title;
     document.getElementById('scope').textContent =
-      state.scope ? `Team ${state.scope}${snapshot.unknownTeam ? ' (no data)' : ''}` : 'Company';
+      state.scope ? `Team ${teamName(snapshot, state.scope)}${snapshot.unknownTeam ? ' (no data)' : ''}`
+                  : 'Company';
     for (const [prefix, scope] of [['day', snapshot.day], ['month', snapshot.month],
                                    ['prev_month', snapshot.prevMonth]]) {
       setKpi(`${prefix}.revenue_won`, 'money', scope.revenue_won, c);

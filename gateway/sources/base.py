@@ -13,7 +13,8 @@ import orjson
 from engine.config import GatewaySource
 from gateway.delivery import UNKNOWN_USER, UNMAPPED_STAGE, Delivery, Reject
 from gateway.object_state import ObjectStateStore
-from gateway.roster import Attribution, Person, UnknownUser
+from engine.people.roster import Person
+from gateway.roster import Attribution, UnknownUser
 
 #: An answer: HTTP status, content type, body.
 Answer = tuple[int, str, bytes]

@@ -21,7 +21,7 @@ from grafana.panels import (
     row,
     trend,
 )
-from grafana.promql import TREND_NOTE, relabel, sel, window_names, window_note
+from grafana.promql import TREND_NOTE, named, relabel, sel, window_names, window_note
 from grafana.settings import DashboardSettings
 from grafana.skeleton import finish, new_dashboard, period_variable
 
@@ -229,14 +229,16 @@ def build(settings: DashboardSettings) -> Dashboard:
              ("Forecast (weighted)", team("kpi:forecast_weighted"), money),
              ("Coverage", relabel(team("kpi:target_coverage", kpi="revenue_won"),
                                   "kpi", "", "", ""), "suffix:×")],
-            w=24, sort_by="Revenue won"))
+            w=24, sort_by="Revenue won", names=True))
         .with_panel(ranking(
             "Revenue by team", f"Revenue won per team (kpi:revenue_won). {now}",
-            [Q(f'sort_desc({team("kpi:revenue_won")})', "{{team}}")], unit=money, w=12))
+            [Q(f'sort_desc({named(team("kpi:revenue_won"), "team")})', "{{team_name}}")],
+            unit=money, w=12))
         .with_panel(ranking(
             "Revenue target attainment by team",
             f"Team revenue won over the team's revenue target (kpi:target_attainment). {now}",
-            [Q(f'sort_desc({team("kpi:target_attainment", kpi="revenue_won")})', "{{team}}")],
+            [Q("sort_desc(" + named(team("kpi:target_attainment", kpi="revenue_won"), "team")
+               + ")", "{{team_name}}")],
             unit="percentunit", w=12, maximum=1.2, thresholds=ATTAINMENT))
     )
     return finish(d)

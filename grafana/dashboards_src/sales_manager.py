@@ -10,7 +10,7 @@ from __future__ import annotations
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
 from grafana.panels import Q, big_number, joined_table, matrix_table, ranking, row, trend
-from grafana.promql import TREND_NOTE, Re, ratio_of_sums, relabel, sel, window_note
+from grafana.promql import TREND_NOTE, Re, named, ratio_of_sums, relabel, sel, window_note
 from grafana.settings import DashboardSettings
 from grafana.skeleton import finish, label_variable, new_dashboard, period_variable
 
@@ -80,14 +80,15 @@ def build(settings: DashboardSettings) -> Dashboard:
         .with_panel(ranking(
             "Activities today by rep", f"Activities logged per rep (kpi:activities, rep "
             f"scope). {today}",
-            [Q(f'sort_desc({reps("kpi:activities", "day")})', "{{rep}}")], unit="short",
+            [Q(f'sort_desc({named(reps("kpi:activities", "day"), "rep")})', "{{rep_name}}")],
+            unit="short",
             w=8, h=10))
         .with_panel(matrix_table(
             "Activities today by rep and type",
             f"Activities per rep (rows) and activity type (columns) "
             f"(kpi:activities_by_type). {today}",
             reps("kpi:activities_by_type", "day"), rows="rep", columns="activity_type",
-            w=8, h=10))
+            w=8, h=10, names=True))
         .with_panel(trend(
             "Activities today by type",
             f"Today's activities of the chosen teams by type, as they accumulated "
@@ -131,16 +132,19 @@ def build(settings: DashboardSettings) -> Dashboard:
             "Sales velocity by team",
             "Revenue per day the pipeline produces: deals created × average deal size × win "
             f"rate / average cycle days (kpi:sales_velocity), per team. {now}",
-            [Q(f'sort_desc({teams("kpi:sales_velocity")})', "{{team}}")], unit=money, w=8))
+            [Q(f'sort_desc({named(teams("kpi:sales_velocity"), "team")})', "{{team_name}}")],
+            unit=money, w=8))
         .with_panel(ranking(
             "Sales cycle by team (days)",
             f"Mean sales cycle in days per team (kpi:avg_sales_cycle_days). {now}",
-            [Q(f'sort({teams("kpi:avg_sales_cycle_days")})', "{{team}}")], unit="d", w=8))
+            [Q(f'sort({named(teams("kpi:avg_sales_cycle_days"), "team")})', "{{team_name}}")],
+            unit="d", w=8))
         .with_panel(trend(
             "Pipeline created this $period by team",
             f"Deals created in the current window as they accumulated (kpi:deals_created). "
             f"{TREND_NOTE}",
-            [Q(teams("kpi:deals_created"), "{{team}}")], unit="short", w=8))
+            [Q(named(teams("kpi:deals_created"), "team"), "{{team_name}}")], unit="short",
+            w=8))
         .with_panel(joined_table(
             "Funnel by team",
             f"Each team's funnel, ratios as recorded per team. {now}", "team",
@@ -153,7 +157,7 @@ def build(settings: DashboardSettings) -> Dashboard:
              ("Win rate", teams("kpi:win_rate"), "percentunit"),
              ("Conversion", teams("kpi:lead_conversion_rate"), "percentunit"),
              ("Velocity / day", teams("kpi:sales_velocity"), money)],
-            w=24, h=8, sort_by="Deals won"))
+            w=24, h=8, sort_by="Deals won", names=True))
 
         .with_row(row("Open pipeline by stage — chosen teams"))
         .with_panel(big_number(
@@ -227,6 +231,6 @@ def build(settings: DashboardSettings) -> Dashboard:
              ("Pipeline created", reps("kpi:deals_created"), "short"),
              ("Leads qualified", reps("kpi:leads_qualified"), "short"),
              ("Activities", reps("kpi:activities"), "short")],
-            w=24, h=12, sort_by="Revenue won"))
+            w=24, h=12, sort_by="Revenue won", names=True))
     )
     return finish(d)

@@ -11,7 +11,7 @@ from grafana_foundation_sdk.models.common import BarGaugeDisplayMode
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
 from grafana.panels import ATTAINMENT, Q, big_number, progress, ranking, trend
-from grafana.promql import Re, relabel, sel, window_note
+from grafana.promql import Re, named, relabel, sel, window_note
 from grafana.settings import DashboardSettings
 from grafana.skeleton import REFRESH_INTERVALS, finish, new_dashboard
 
@@ -28,7 +28,7 @@ def build(settings: DashboardSettings) -> Dashboard:
     today = window_note("day", "0")
     attainment = sel("kpi:target_attainment", scope=Re("company|team"), period="month",
                      offset="0")
-    target_progress = relabel(relabel(attainment, "who", "$1", "team", "(.+)"),
+    target_progress = relabel(relabel(named(attainment, "team"), "who", "$1", "team_name", "(.+)"),
                               "who", "company", "scope", "company")
     d = (
         new_dashboard(UID, "Sales TV wallboard",
@@ -60,15 +60,17 @@ def build(settings: DashboardSettings) -> Dashboard:
 
         .with_panel(ranking(
             "Leaderboard — revenue this month",
-            f"The ten reps with the most revenue won (kpi:revenue_won, rep scope). {month}",
-            [Q(f'topk(10, {sel("kpi:revenue_won", scope="rep", period="month", offset="0")})',
-               "{{rep}}")],
+            f"The ten reps with the most revenue won (kpi:revenue_won, rep scope), by their "
+            f"roster name (kpi_rep_info; the rep id where the roster has none). {month}",
+            [Q("topk(10, " + named(sel("kpi:revenue_won", scope="rep", period="month",
+                                       offset="0"), "rep") + ")", "{{rep_name}}")],
             unit=money, w=8, h=13, display=BarGaugeDisplayMode.LCD))
         .with_panel(ranking(
             "Today's activity by team",
-            f"Activities logged per team (kpi:activities, team scope). {today}",
-            [Q(f'sort_desc({sel("kpi:activities", scope="team", period="day", offset="0")})',
-               "{{team}}")],
+            f"Activities logged per team (kpi:activities, team scope), by the team's roster "
+            f"name (kpi_team_info). {today}",
+            [Q("sort_desc(" + named(sel("kpi:activities", scope="team", period="day",
+                                        offset="0"), "team") + ")", "{{team_name}}")],
             unit="short", w=8, h=13))
         .with_panel(ranking(
             "Target progress this month",
