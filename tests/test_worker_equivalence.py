@@ -114,7 +114,8 @@ class Setup:
         self.tmp_path = tmp_path
         self.port = free_port()
         self.config_path = tmp_path / "worker.toml"
-        self.config_path.write_text(CALENDAR + f"""
+        # [worker] stays last: a test appends keys to it
+        self.config_path.write_text(CALENDAR + web.config_toml() + f"""
 [kafka]
 bootstrap_servers = "{broker}"
 [topics]
@@ -126,7 +127,7 @@ app_id = "{unique_name('app')}"
 data_dir = "{tmp_path / 'data'}"
 web_host = "127.0.0.1"
 web_port = {self.port}
-{web.config_toml()}""")
+""")
         self.config = load_config(self.config_path)
         self.workers: list[WorkerProcess] = []
         self._file_reports: dict[str, dict] = {}  # by as_of: the file does not change
