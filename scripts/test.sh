@@ -19,9 +19,12 @@ run_suite() {
   .venv/bin/python -m pytest -q --last-failed --last-failed-no-failures none "$@"
 }
 run_suite
-# The live tests once more against a SASL_SSL-only broker (SCRAM-SHA-512, a run-time CA,
-# ACLs enforced; tests/conftest.py, docs/security.md): the engine's numbers must not depend on
-# how it reaches Kafka.
-KPI_TEST_KAFKA_SECURITY=sasl_ssl run_suite \
+# The live tests once more, locked down as a deployment on a shared network is: against a
+# SASL_SSL-only broker (SCRAM-SHA-512, a run-time CA, ACLs enforced; tests/conftest.py) and
+# with the workers' web endpoints behind tokens of every audience and HTTPS (Prometheus
+# scrapes with the metrics token, the wallboard opens through its kiosk link;
+# tests/web_access.py, docs/security.md): the engine's numbers must not depend on how it is
+# reached, and each test checks that the worker really refused requests without a token.
+KPI_TEST_KAFKA_SECURITY=sasl_ssl KPI_TEST_WEB_SECURITY=tokens_tls run_suite \
   tests/test_worker_equivalence.py tests/test_dashboards_live.py \
   tests/test_wallboard_browser.py tests/test_ingest_e2e.py

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from web_access import WebAccess, make_web_access
 
 from engine.kafka_local import LocalKafka
 from engine.kafka_secure import BrokerSecurity
@@ -70,3 +71,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "fault" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def web_access(tmp_path_factory: pytest.TempPathFactory) -> WebAccess:
+    """How the live tests reach their workers: openly, or with ``KPI_TEST_WEB_SECURITY=
+    tokens_tls`` with tokens of every audience and HTTPS (tests/web_access.py). A test puts
+    ``web_access.config_toml()`` into its worker's configuration and talks through it."""
+    return make_web_access(tmp_path_factory.mktemp("web-access"))

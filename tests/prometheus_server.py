@@ -54,6 +54,9 @@ class Prometheus:
     ``kpi-engine``) every ``scrape_interval`` and evaluating ``rule_files`` every second, ready
     once constructed (or raising, stopped, after ``ready_timeout`` seconds).
 
+    ``scrape`` adds to the scrape job (e.g. ``scheme``, ``tls_config``, ``authorization``
+    for a worker with tokens and HTTPS: tests/web_access.py).
+
     ``workdir`` receives the configuration, the log (``prometheus.log``) and the TSDB
     (``tsdb/``, a name that stays clear of a worker's ``data/`` in the same directory). The
     scrape timeout equals the interval: a scrape may take all of it before it counts as
@@ -62,7 +65,7 @@ class Prometheus:
 
     def __init__(self, workdir: Path, targets: list[str], rule_files: list[Path], *,
                  scrape_interval: str, evaluation_interval: str = "1s",
-                 ready_timeout: float = 60) -> None:
+                 ready_timeout: float = 60, scrape: dict[str, Any] | None = None) -> None:
         binary = require_binary()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -71,7 +74,7 @@ class Prometheus:
             "global": {"scrape_interval": scrape_interval, "scrape_timeout": scrape_interval,
                        "evaluation_interval": evaluation_interval},
             "rule_files": [str(path) for path in rule_files],
-            "scrape_configs": [{"job_name": "kpi-engine",
+            "scrape_configs": [{"job_name": "kpi-engine", **(scrape or {}),
                                 "static_configs": [{"targets": list(targets)}]}],
         }))
         self.log_path = workdir / "prometheus.log"

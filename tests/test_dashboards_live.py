@@ -125,7 +125,7 @@ def until(what: str, condition, timeout: float = WAIT_SECONDS, *procs) -> Any:
 
 
 @pytest.fixture(scope="module")
-def stack(kafka_broker, tmp_path_factory) -> Iterator[dict]:
+def stack(kafka_broker, tmp_path_factory, web_access) -> Iterator[dict]:
     require_binary()
     workdir = tmp_path_factory.mktemp("dashboards-live")
     token = uuid.uuid4().hex[:8]
@@ -158,7 +158,8 @@ data_dir = "{workdir / 'data'}"
 web_host = "127.0.0.1"
 web_port = {port}
 {stages_toml()}
-{targets}""")
+{targets}
+{web_access.config_toml()}""")
 
     # Revenue targets for every period at company scope, for every team and for every rep, so
     # that the target panels have data whichever team and rep a dashboard shows.
@@ -182,7 +183,7 @@ web_port = {port}
                            f"value = {value}\n{scope}")
     write_config("\n".join(targets))
 
-    worker = Worker(config_path, workdir / "worker.log", port)
+    worker = Worker(config_path, workdir / "worker.log", port, web_access)
     prometheus = None
     try:
         worker.until(lambda: worker.get_json("/ready")["ready"], "the worker to be ready")
@@ -212,9 +213,10 @@ web_port = {port}
               worker)
         events = worker.get_json("/api/kpis")["events"]
         assert events["invalid"] == 0 and events["duplicate"] == 0, events
-        prometheus = Prometheus(workdir, [worker.base.removeprefix("http://")],
+        worker.web.assert_enforced(worker.base)
+        prometheus = Prometheus(workdir, [worker.base.split("://", 1)[1]],
                                 rules_with_as_of(workdir), scrape_interval="2s",
-                                ready_timeout=WAIT_SECONDS)
+                                ready_timeout=WAIT_SECONDS, scrape=worker.web.scrape_config())
         until("the kpi:* rules to have samples",
               lambda: prometheus.query("kpi:revenue_won") and prometheus.query(AS_OF_RULE)
               and prometheus.query("kpi:target_attainment")

@@ -16,9 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -28,6 +26,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
+from web_access import WebAccess
 
 from engine.config import config_from_mapping
 from engine.kafka_client import client_kwargs
@@ -180,13 +179,16 @@ class WorkerProcess:
     """``kpi-engine worker`` in a subprocess, with its HTTP endpoints."""
 
     def __init__(self, config_path: Path, log_path: Path, web_port: int,
-                 args: tuple[str, ...] = ()) -> None:
+                 args: tuple[str, ...] = (), web: WebAccess | None = None) -> None:
         self.config_path = config_path
         self.log_path = log_path
-        self.base = f"http://127.0.0.1:{web_port}"
+        # ``web``: the tokens and TLS its configuration has (tests/web_access.py); open if None
+        self.web = web or WebAccess()
+        self.base = self.web.base(web_port)
         self.args = args  # e.g. --web-port and --data-dir for a second worker
         self.process: subprocess.Popen[bytes] | None = None
-        self.token: str | None = None  # a bearer token, when the worker has [auth] tokens
+        # a bearer token, when the worker has [auth] tokens: the executive's of ``web``
+        self.token: str | None = self.web.tokens.get("executive")
 
     def start(self) -> WorkerProcess:
         log = open(self.log_path, "ab")
@@ -198,13 +200,7 @@ class WorkerProcess:
         return self
 
     def get(self, path: str) -> tuple[int, bytes]:
-        try:
-            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-            request = urllib.request.Request(self.base + path, headers=headers)
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
+        return self.web.fetch(self.base + path, self.token, timeout=30)
 
     def wait_ready(self) -> None:
         self._until(lambda: self._status("/ready") == 200, "the worker to be ready")
@@ -302,7 +298,7 @@ def all_accounted(worker: WorkerProcess, consumed: int) -> Callable[[], bool]:
 
 
 @pytest.fixture
-def worker_setup(kafka_broker, unique_name, tmp_path) -> Iterator[dict]:
+def worker_setup(kafka_broker, unique_name, tmp_path, web_access) -> Iterator[dict]:
     """A config file for a fresh app and topics; yields names, paths and a worker factory."""
     names = {"input": unique_name("in"), "dead_letter": unique_name("dlq"),
              "app_id": unique_name("app")}
@@ -322,11 +318,12 @@ web_host = "127.0.0.1"
 web_port = {port}
 [limits]
 max_event_bytes = {MAX_EVENT_BYTES}
-""")
+{web_access.config_toml()}""")
     started: list[WorkerProcess] = []
 
     def new_worker(label: str = "worker") -> WorkerProcess:
-        worker = WorkerProcess(config_path, tmp_path / f"{label}.log", port).start()
+        worker = WorkerProcess(config_path, tmp_path / f"{label}.log", port,
+                               web=web_access).start()
         started.append(worker)
         return worker
 
@@ -367,6 +364,7 @@ def test_every_message_is_counted_duplicate_or_dead_lettered_and_dedup_survives_
 
     worker = s["new_worker"]("first")
     worker.wait_ready()
+    worker.web.assert_enforced(worker.base)
     positions = produce(s["bootstrap"], s["input"], messages)
     worker.wait_until(all_accounted(worker, len(messages)), "every message to be accounted for")
 

@@ -26,9 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -41,6 +39,7 @@ import pytest
 from engine.kafka_local import free_port
 from pipeline_traffic import pipeline_events, stages_toml, write_events
 from prometheus_server import Prometheus, require_binary
+from web_access import WebAccess
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -75,12 +74,12 @@ class Browser:
     command and waits for its answer. JavaScript exceptions on any page are collected.
     """
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, flags: tuple[str, ...] = ()) -> None:
         profile = workdir / "chromium-profile"
         profile.mkdir(parents=True)
         self.log = open(workdir / "chromium.log", "wb")
         self.process = subprocess.Popen(
-            [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+            [CHROMIUM, *CHROMIUM_FLAGS, *flags, f"--user-data-dir={profile}",
              "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
              "--window-size=1920,1080", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
@@ -241,8 +240,11 @@ READ_BOARD = """(() => {
 class Worker:
     """``kpi-engine worker`` in a subprocess, with its HTTP endpoints."""
 
-    def __init__(self, config_path: Path, log_path: Path, port: int) -> None:
-        self.base = f"http://127.0.0.1:{port}"
+    def __init__(self, config_path: Path, log_path: Path, port: int,
+                 web: WebAccess | None = None) -> None:
+        # ``web``: the tokens and TLS its configuration has (tests/web_access.py); open if None
+        self.web = web or WebAccess()
+        self.base = self.web.base(port)
         self.log_path = log_path
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(
@@ -252,8 +254,7 @@ class Worker:
 
     def get_json(self, path: str, **query: str) -> dict:
         url = self.base + path + ("?" + urllib.parse.urlencode(query) if query else "")
-        with urllib.request.urlopen(url, timeout=60) as response:
-            return json.loads(response.read())
+        return self.web.get_json(url)
 
     def until(self, condition: Callable[[], Any], what: str) -> Any:
         deadline = time.monotonic() + WAIT_SECONDS
@@ -265,7 +266,7 @@ class Worker:
                 value = condition()
                 if value:
                     return value
-            except (OSError, urllib.error.HTTPError):
+            except (OSError, AssertionError):
                 pass
             time.sleep(0.25)
         raise AssertionError(f"timed out waiting for {what}; log:\n{self.log_tail()}")
@@ -302,7 +303,7 @@ def sent_count(process: subprocess.Popen) -> int:
 
 
 @pytest.fixture(scope="module")
-def stack(kafka_broker, tmp_path_factory) -> Iterator[dict]:
+def stack(kafka_broker, tmp_path_factory, web_access) -> Iterator[dict]:
     """A worker on fresh topics, fed with 90 days of history and a few seconds of live events."""
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (apt-get install chromium)")
@@ -337,8 +338,9 @@ data_dir = "{workdir / 'data'}"
 web_host = "127.0.0.1"
 web_port = {port}
 {stages_toml()}
-{targets}""")
-    worker = Worker(config_path, workdir / "worker.log", port)
+{targets}
+{web_access.config_toml()}""")
+    worker = Worker(config_path, workdir / "worker.log", port, web_access)
     browser = None
     try:
         worker.until(lambda: worker.get_json("/ready")["ready"], "the worker to be ready")
@@ -356,7 +358,8 @@ web_port = {port}
              str(config_path)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT))
         worker.until(lambda: worker.counted() == history + live, "the pipeline events")
-        browser = Browser(workdir)
+        worker.web.assert_enforced(worker.base)
+        browser = Browser(workdir, web_access.chromium_flags())
         yield {"worker": worker, "browser": browser, "config": config_path, "workdir": workdir,
                "counted": history + live}
         assert not browser.errors, browser.errors
@@ -517,7 +520,8 @@ def save_screenshot(page: Page, width: int, height: int, tmp_dir: Path) -> Path:
 def test_the_wallboard_shows_the_api_numbers_updates_live_and_turns_stale(stack: dict) -> None:
     worker, browser = stack["worker"], stack["browser"]
     page = browser.new_page(1920, 1080)
-    page.open(f"{worker.base}/wallboard?lang=en-US&refresh=1&stale={STALE_SECONDS}")
+    page.open(worker.web.kiosk_link(worker.base, lang="en-US", refresh="1",
+                                    stale=str(STALE_SECONDS)))
     page.wait_for("document.body.dataset.state === 'ok'", "the first data")
 
     shown = page_matches_api(page, worker)
@@ -613,7 +617,8 @@ def test_team_filter_and_rotation(stack: dict) -> None:
     assert teams == ["benelux", "dach", "nordics"]
 
     page = browser.new_page(1920, 1080)
-    page.open(f"{worker.base}/wallboard?team=dach&lang=en-US&refresh=1&stale=100000")
+    page.open(worker.web.kiosk_link(worker.base, team="dach", lang="en-US", refresh="1",
+                                    stale="100000"))
     page.wait_for("document.body.dataset.asOf", "the first data")
     shown = page_matches_api(page, worker, team="dach")
     assert shown["scope"] == "team:dach"
@@ -623,7 +628,8 @@ def test_team_filter_and_rotation(stack: dict) -> None:
     page.screenshot(stack["workdir"] / "wallboard-team-dach.png")
 
     # Behind pace: said in words, and drawn in another colour than on pace or reached.
-    page.open(f"{worker.base}/wallboard?team=nordics&lang=en-US&refresh=1&stale=100000")
+    page.open(worker.web.kiosk_link(worker.base, team="nordics", lang="en-US", refresh="1",
+                                    stale="100000"))
     page.wait_for("document.body.dataset.asOf", "the first data")
     shown = page_matches_api(page, worker, team="nordics")  # checks the verdict's words too
     pace = float(shown["kpis"]["month.revenue_won.pace"]["value"])
@@ -640,7 +646,8 @@ def test_team_filter_and_rotation(stack: dict) -> None:
         assert colours["fill"] == colours["word"] != "rgb(61, 220, 132)", colours  # not --good
     page.screenshot(stack["workdir"] / "wallboard-team-nordics.png")
 
-    page.open(f"{worker.base}/wallboard?rotate=2&lang=en-US&refresh=1&stale=100000")
+    page.open(worker.web.kiosk_link(worker.base, rotate="2", lang="en-US", refresh="1",
+                                    stale="100000"))
     seen: list[str] = []
     deadline = time.monotonic() + 2 * (len(teams) + 1) * 2 + 20
     while len(seen) < len(teams) + 2 and time.monotonic() < deadline:
@@ -658,16 +665,17 @@ def test_prometheus_mode_shows_the_numbers_summed_by_the_recording_rules(stack: 
     workdir = stack["workdir"] / "prometheus"
     workdir.mkdir()
     # Scrapes every second, as often as the board refreshes here (refresh=1 below).
-    with Prometheus(workdir, [worker.base.removeprefix("http://")], [RULES],
-                    scrape_interval="1s", ready_timeout=WAIT_SECONDS) as prometheus:
+    with Prometheus(workdir, [worker.base.split("://", 1)[1]], [RULES],
+                    scrape_interval="1s", ready_timeout=WAIT_SECONDS,
+                    scrape=worker.web.scrape_config()) as prometheus:
         worker.until(lambda: prometheus.query("kpi:revenue_won")
                      and prometheus.query("kpi_activities_last_hour")
                      and prometheus.query("kpi_last_counted_timestamp_seconds"),
                      "Prometheus to record the KPIs")
         page = browser.new_page(1920, 1080)
-        query = urllib.parse.urlencode({"source": "prometheus", "prom": prometheus.url,
-                                        "lang": "en-US", "refresh": "1", "stale": "100000"})
-        page.open(f"{worker.base}/wallboard?{query}")
+        query = {"source": "prometheus", "prom": prometheus.url, "lang": "en-US",
+                 "refresh": "1", "stale": "100000"}
+        page.open(worker.web.kiosk_link(worker.base, **query))
         page.wait_for("document.body.dataset.asOf", "the first data from Prometheus")
         shown = page_matches_api(page, worker)
         assert shown["state"] == "ok"
@@ -676,7 +684,7 @@ def test_prometheus_mode_shows_the_numbers_summed_by_the_recording_rules(stack: 
         assert shown["kpis"]["freshness.seconds"]["text"].startswith("Last event")
         page.screenshot(stack["workdir"] / "wallboard-prometheus.png")
 
-        page.open(f"{worker.base}/wallboard?{query}&team=nordics")
+        page.open(worker.web.kiosk_link(worker.base, **query, team="nordics"))
         page.wait_for("document.body.dataset.asOf", "the team's data from Prometheus")
         shown = page_matches_api(page, worker, team="nordics")  # names from kpi_rep_info
         assert shown["kpis"]["scope"]["text"] == "Team nordics"  # not in the roster: the id

@@ -31,6 +31,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from reportdiff import diff_reports
 from test_ingest_e2e import WorkerProcess
+from web_access import WebAccess
 
 from engine.calendar import REPORT_WINDOWS, Calendar
 from engine.collector import PREFIX, KpiCollector
@@ -108,13 +109,15 @@ class Setup:
     """A fresh app and topics on the session broker, and the worker processes started."""
 
     def __init__(self, broker: str, unique_name: Callable[[str], str], tmp_path: Path,
-                 events_file: Path) -> None:
+                 events_file: Path, web: WebAccess) -> None:
         self.events_file = events_file
+        self.web = web
         self.lines = sum(1 for line in events_file.read_bytes().splitlines() if line.strip())
         self.tmp_path = tmp_path
         self.port = free_port()
         self.config_path = tmp_path / "worker.toml"
-        self.config_path.write_text(CALENDAR + f"""
+        # [worker] stays last: a test appends keys to it
+        self.config_path.write_text(CALENDAR + web.config_toml() + f"""
 [kafka]
 bootstrap_servers = "{broker}"
 [topics]
@@ -141,7 +144,7 @@ web_port = {self.port}
             data = self.tmp_path / ("data-2" if index == 1 else f"data-{index + 1}")
             args = ("--web-port", str(port), "--data-dir", str(data))
         worker = WorkerProcess(self.config_path, self.tmp_path / f"{label}.log", port,
-                               args).start()
+                               args, web=self.web).start()
         self.workers.append(worker)
         return worker
 
@@ -163,8 +166,8 @@ web_port = {self.port}
 
 
 @pytest.fixture
-def setup(kafka_broker, unique_name, tmp_path, events_file) -> Iterator[Setup]:
-    s = Setup(kafka_broker.bootstrap, unique_name, tmp_path, events_file)
+def setup(kafka_broker, unique_name, tmp_path, events_file, web_access) -> Iterator[Setup]:
+    s = Setup(kafka_broker.bootstrap, unique_name, tmp_path, events_file, web_access)
     yield s
     s.close()
 
@@ -195,6 +198,7 @@ def assert_reports_equal(setup: Setup, worker: WorkerProcess) -> None:
 def test_the_live_report_equals_the_file_report(setup: Setup) -> None:
     worker = setup.worker("worker")
     worker.wait_ready()
+    worker.web.assert_enforced(worker.base)
     setup.produce()
     wait_all_accounted(setup, worker)
     assert_reports_equal(setup, worker)
