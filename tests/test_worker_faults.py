@@ -61,8 +61,8 @@ def events_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def setup(kafka_broker, unique_name, tmp_path, events_file):
-    s = Setup(kafka_broker.bootstrap, unique_name, tmp_path, events_file)
+def setup(kafka_broker, unique_name, tmp_path, events_file, web_access):
+    s = Setup(kafka_broker.bootstrap, unique_name, tmp_path, events_file, web_access)
     yield s
     s.close()
 
@@ -240,13 +240,14 @@ def test_every_codec_and_every_poison_class_through_a_worker(setup: Setup,
 
 
 @pytest.mark.fault
-def test_the_single_broker_restarted_mid_stream(unique_name, tmp_path, events_file) -> None:
+def test_the_single_broker_restarted_mid_stream(unique_name, tmp_path, events_file,
+                                                web_access) -> None:
     """The file is produced in ten chunks a second apart; the moment the worker counts the
     fifth (its commits and changelog writes in flight) its only broker is stopped (SIGTERM, as
     a restart does) and started again 20 s later, then the other chunks follow: the same
     worker process goes on, and the report equals the file's."""
     with LocalKafka(tmp_path / "kafka") as kafka:
-        setup = Setup(kafka.bootstrap, unique_name, tmp_path, events_file)
+        setup = Setup(kafka.bootstrap, unique_name, tmp_path, events_file, web_access)
         try:
             chunks = split_file(setup, 10)
             worker = setup.worker("worker")
