@@ -205,7 +205,7 @@ class DayBucket:
     """
 
     __slots__ = ("items", "fixed", "activity_ts", "activity_shape", "shapes", "month", "width",
-                 "_aggregate")
+                 "max_ts", "_aggregate", "_activity_sum")
 
     def __init__(self, month: int, width: int, shapes: list[Contribution]) -> None:
         self.items: dict[tuple, Contribution] = {}  # entity effects, replaced as facts change
@@ -215,7 +215,13 @@ class DayBucket:
         self.shapes = shapes  # the core's, shared
         self.month = month  # first-of-month ordinal, for invalidating month sums
         self.width = width  # of the core's measure vectors
+        #: no contribution of the day is at or after this instant + 1 (an upper bound: kept
+        #: when a contribution is dropped), so a cutoff above it takes the whole day's sum
+        self.max_ts = -(1 << 62)
         self._aggregate: Aggregate | None = None
+        #: the activities' sum: activities only ever add, so it grows in place once made, and
+        #: a day sum redone after an entity change costs the entities, not every activity
+        self._activity_sum: Aggregate | None = None
 
     def aggregate(self) -> Aggregate:
         agg = self._aggregate
@@ -225,11 +231,20 @@ class DayBucket:
                 agg.add(c)
             for c in self.fixed:
                 agg.add(c)
-            self._add_activities(agg, self.activity_shape)
+            activities = self._activity_sum
+            if activities is None:
+                activities = self._activity_sum = Aggregate(self.width)
+                self._add_activities(activities, self.activity_shape)
+            agg.merge(activities)
             self._aggregate = agg
         return agg
 
     def aggregate_before(self, cutoff: int) -> Aggregate:
+        """The sum of the contributions before ``cutoff``. Live reports ask this of today's
+        bucket for every window ending now: when nothing of the day is at or after the
+        cutoff, it is the cached day sum, instead of a pass over every activity."""
+        if self.max_ts < cutoff:
+            return self.aggregate()
         agg = Aggregate(self.width)
         for contributions in (self.items.values(), self.fixed):
             for c in contributions:
@@ -583,7 +598,7 @@ class Core:
         versions = self.month_version
         versions[month] = versions.get(month, 0) + 1
 
-    def _fixed_bucket(self, day: int) -> DayBucket:
+    def _day_bucket(self, day: int) -> DayBucket:
         bucket = self._current_bucket if day == self._current_day else None
         if bucket is None:
             bucket = self.days.get(day)
@@ -591,14 +606,17 @@ class Core:
                 bucket = self._bucket_of_day(day)
             if day == self._current_day:
                 self._current_bucket = bucket
-        if bucket._aggregate is not None:
-            bucket._aggregate = None
-            self._bump(bucket.month)
         return bucket
 
     def _put_fixed(self, day: int, contribution: Contribution) -> None:
         """A contribution that never changes (a spend): no key, no retraction."""
-        self._fixed_bucket(day).fixed.append(contribution)
+        bucket = self._day_bucket(day)
+        bucket.fixed.append(contribution)
+        if contribution.ts > bucket.max_ts:
+            bucket.max_ts = contribution.ts
+        if bucket._aggregate is not None:
+            bucket._aggregate = None
+            self._bump(bucket.month)
 
     def _put_activity(self, day: int, ts: int, team: str | None, rep: str | None,
                       activity: str) -> None:
@@ -608,9 +626,18 @@ class Core:
         if shape is None:
             shape = self.shape_ids[key] = len(self.shapes)
             self.shapes.append(Contribution(0, team, rep, True, _ACTIVITY_VALUES[activity]))
-        bucket = self._fixed_bucket(day)
+        bucket = self._day_bucket(day)
         bucket.activity_ts.append(ts)
         bucket.activity_shape.append(shape)
+        if ts > bucket.max_ts:
+            bucket.max_ts = ts
+        contribution = self.shapes[shape]
+        if bucket._activity_sum is not None:
+            bucket._activity_sum.add(contribution)
+        aggregate = bucket._aggregate
+        if aggregate is not None:  # an activity only adds: the day's sum grows in place
+            aggregate.add(contribution)
+            self._bump(bucket.month)
 
     def _put_at(self, day: int, key: tuple, contribution: Contribution) -> None:
         """A keyed contribution on its local ``day`` (which must be that of its instant)."""
@@ -618,6 +645,8 @@ class Core:
         if bucket is None:
             bucket = self._bucket_of_day(day)
         bucket.items[key] = contribution
+        if contribution.ts > bucket.max_ts:
+            bucket.max_ts = contribution.ts
         if bucket._aggregate is not None:
             bucket._aggregate = None
             self._bump(bucket.month)
