@@ -28,6 +28,7 @@ from typing import Any
 
 import faust
 import orjson
+from faust.types import TP
 from mode import Service
 
 from engine.config import Config
@@ -103,6 +104,11 @@ class Apply:
         self.writer = writer
         self.metrics = metrics
         self.on_fatal = on_fatal
+        #: per bundles partition, the offset after the last bundle of the current round taken
+        #: in order (streams.resume: where reading may resume once the round is durable)
+        self.reached: dict[int, int] = {}
+        #: bundles partitions where the stream skipped bundles, and the offset to read again
+        self.gaps: dict[int, int] = {}
 
     def lag(self) -> dict[int, int]:
         """Bundles not yet applied per bundles partition held (known high-water marks only)."""
@@ -133,9 +139,20 @@ class Apply:
         counted: Counter[str] = Counter()
         duplicate: Counter[str] = Counter()
         replays = errors = 0
+        reached = self.reached = {}
+        points = self.table.positions
         for event in bundles:
             message = event.message
             partition = message.partition
+            expected = reached.get(partition)
+            if expected is None:
+                expected = points.get(partition)
+            if message.offset > expected:
+                # Faust dropped the bundles before this one (it does while its flow is
+                # suspended): never apply past a gap, read again from the first missing one
+                self.gaps[partition] = expected
+                continue
+            reached[partition] = max(expected, message.offset + 1)
             shard = cores.get(partition) or self._missing_shard(partition)
             try:
                 items = orjson.loads(message.value)
@@ -180,9 +197,14 @@ class Apply:
                     self.on_fatal(exc)
                     raise
                 self.table.unconfirmed_batches -= 1
-            for event in group:  # durable now (or nothing new): never to be read again
-                message = event.message
-                positions.advance(message.partition, message.offset + 1)
+            for partition, reached in self.reached.items():  # durable now: never read again
+                positions.advance(partition, reached)
+        gaps, self.gaps = self.gaps, {}
+        for partition, offset in gaps.items():
+            log.warning("bundles partition %d: bundles from offset %d were skipped by the "
+                        "stream; reading them again", partition, offset)
+            await self.app.consumer.seek(TP(self.bundles_topic, partition),
+                                         positions.get(partition))
 
 
 def size_groups(bundles: Sequence[faust.EventT],

@@ -14,11 +14,13 @@ What the apply stage knows better than the committed offset: the ledger. A ledge
 keyed by the last bundle offset of its round (:func:`streams.ledger.ledger_key`), and a record
 is written only once every bundle up to it was taken, so ``key offset + 1`` of a partition's
 newest record is a point before which nothing is missing; a round the apply stage finishes
-moves it further. :class:`BundlePositions` keeps that point per partition, and
-:meth:`BundlePositions.install` makes Faust's seek-back go to ``max(committed, point)``.
-Reading from an earlier offset than necessary costs replays, which the shard recognises
-(:meth:`streams.ledger.Shard.take_bundle`); reading from a later one loses bundles, which is
-why both bounds only ever come from what is durable.
+moves it further. That holds because the apply stage never applies past a gap: a bundle
+after one the stream skipped is not applied, and the partition is read again from the first
+missing bundle (:meth:`streams.apply.Apply.process`). :class:`BundlePositions` keeps the
+point per partition, and :meth:`BundlePositions.install` makes Faust's seek-back go to it
+rather than to the committed offset, which Faust moves past skipped bundles too. Reading from
+an earlier offset than necessary costs replays, which the shard recognises
+(:meth:`streams.ledger.Shard.take_bundle`); reading from a later one loses bundles.
 """
 
 from __future__ import annotations
@@ -49,14 +51,15 @@ class BundlePositions:
             self._next[partition] = next_offset
 
     def targets(self, committed: Mapping[Any, int | None]) -> dict[Any, int]:
-        """The bundles partitions whose committed offset is missing or behind the known
-        point, and where to seek them instead."""
+        """The bundles partitions whose committed offset is not the known point, and where to
+        seek them instead: behind it costs replays; missing or ahead of it loses bundles
+        (Faust acknowledges, and so commits, the bundles the apply stage skipped at a gap)."""
         targets = {}
         for tp, offset in committed.items():
             if tp.topic != self.topic:
                 continue
             point = self._next.get(tp.partition, 0)
-            if point > 0 and (offset is None or offset < point):
+            if point > 0 and offset != point:
                 targets[tp] = point
         return targets
 
