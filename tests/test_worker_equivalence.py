@@ -37,6 +37,7 @@ from engine.calendar import REPORT_WINDOWS, Calendar
 from engine.collector import PREFIX, KpiCollector
 from engine.components import UNITS
 from engine.config import load_config
+from engine.kafka_client import client_kwargs
 from engine.kafka_local import LocalKafka, ensure_kafka_jars, find_java, free_port
 from engine.replay import replay_file
 from engine.timestamps import now_micros
@@ -262,7 +263,7 @@ def test_a_changelog_deleted_and_created_again_makes_a_crashed_worker_discard_it
 async def _recreate_topic(config, topic: str, partitions: int) -> None:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_kwargs(config.kafka))
     await admin.start()
     try:
         await admin.delete_topics([topic])
