@@ -43,8 +43,9 @@ from pathlib import Path
 
 from bench_report import DEFAULT_CONFIG, ensure_default_file
 from bench_worker import produce
+from broker import broker
 
-from engine.kafka_local import LocalKafka, free_port
+from engine.kafka_local import free_port
 
 READY_TIMEOUT = 1800
 
@@ -224,18 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-recovery-") as tmp:
         workdir = Path(tmp)
-        kafka = None
-        if args.bootstrap:
-            bootstrap = args.bootstrap
-        else:
-            kafka = LocalKafka(workdir / "kafka")
-            kafka.start()
-            bootstrap = kafka.bootstrap
-        try:
+        with broker(args.bootstrap, workdir) as bootstrap:
             return run(args, bootstrap, workdir)
-        finally:
-            if kafka is not None:
-                kafka.stop()
 
 
 if __name__ == "__main__":

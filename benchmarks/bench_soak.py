@@ -41,8 +41,7 @@ import uuid
 from pathlib import Path
 
 from bench_worker import STAGES, Worker, _create_topic, tree_cpu_seconds
-
-from engine.kafka_local import LocalKafka
+from broker import broker
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -408,18 +407,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:
         workdir = Path(tmp)
-        kafka = None
-        if args.bootstrap:
-            bootstrap = args.bootstrap
-        else:
-            kafka = LocalKafka(workdir / "kafka")
-            kafka.start()
-            bootstrap = kafka.bootstrap
-        try:
+        with broker(args.bootstrap, workdir) as bootstrap:
             return run(args, bootstrap, workdir)
-        finally:
-            if kafka is not None:
-                kafka.stop()
 
 
 if __name__ == "__main__":

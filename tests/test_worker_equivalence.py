@@ -61,17 +61,22 @@ def _cli(*args: str) -> str:
     return done.stdout
 
 
-@pytest.fixture(scope="module")
-def events_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """~12k events over the last 60 days, 2 % redeliveries, 1 % invalid messages."""
+def generate_events(tmp_path_factory: pytest.TempPathFactory, seed: int, events: int) -> Path:
+    """``events`` generated over the last 60 days, 2 % redeliveries, 1 % invalid messages."""
     folder = tmp_path_factory.mktemp("events")
     config = folder / "generate.toml"
     config.write_text(CALENDAR)
     path = folder / "events.jsonl"
-    _cli("generate", "--seed", "23", "--days", "60", "--events", str(EVENTS),
+    _cli("generate", "--seed", str(seed), "--days", "60", "--events", str(events),
          "--duplicates", "0.02", "--invalid", "0.01", "--config", str(config),
          "--out", str(path))
     return path
+
+
+@pytest.fixture(scope="module")
+def events_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """~12k events over the last 60 days, 2 % redeliveries, 1 % invalid messages."""
+    return generate_events(tmp_path_factory, 23, EVENTS)
 
 
 CALENDAR = """

@@ -34,7 +34,7 @@ from test_poison import (
     lead,
     produce_with_a_header_key_not_utf8,
 )
-from test_worker_equivalence import CALENDAR, PARTITIONS, Setup, _cli, instants
+from test_worker_equivalence import PARTITIONS, Setup, generate_events, instants
 
 from engine.kafka_client import client_kwargs, ensure_topics
 from engine.kafka_local import LocalKafka
@@ -50,14 +50,7 @@ EVENTS = 6_000
 @pytest.fixture(scope="module")
 def events_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """~6k events over the last 60 days, 2 % redeliveries, 1 % invalid messages."""
-    folder = tmp_path_factory.mktemp("events")
-    config = folder / "generate.toml"
-    config.write_text(CALENDAR)
-    path = folder / "events.jsonl"
-    _cli("generate", "--seed", "31", "--days", "60", "--events", str(EVENTS),
-         "--duplicates", "0.02", "--invalid", "0.01", "--config", str(config),
-         "--out", str(path))
-    return path
+    return generate_events(tmp_path_factory, 31, EVENTS)
 
 
 @pytest.fixture
