@@ -109,6 +109,8 @@ class Apply:
         self.reached: dict[int, int] = {}
         #: bundles partitions where the stream skipped bundles, and the offset to read again
         self.gaps: dict[int, int] = {}
+        #: bundles skipped because their partition is not active here (_shard_if_owned)
+        self.skipped_foreign = 0
 
     def lag(self) -> dict[int, int]:
         """Bundles not yet applied per bundles partition held (known high-water marks only)."""
@@ -141,9 +143,16 @@ class Apply:
         replays = errors = 0
         reached = self.reached = {}
         points = self.table.positions
+        foreign: dict[int, list[int]] = {}
         for event in bundles:
             message = event.message
             partition = message.partition
+            shard = cores.get(partition)
+            if shard is None:
+                shard = self._shard_if_owned(partition)
+                if shard is None:  # not ours (any more): its owner reads it
+                    foreign.setdefault(partition, []).append(message.offset)
+                    continue
             expected = reached.get(partition)
             if expected is None:
                 expected = points.get(partition)
@@ -153,7 +162,6 @@ class Apply:
                 self.gaps[partition] = expected
                 continue
             reached[partition] = max(expected, message.offset + 1)
-            shard = cores.get(partition) or self._missing_shard(partition)
             try:
                 items = orjson.loads(message.value)
             except orjson.JSONDecodeError:
@@ -168,6 +176,13 @@ class Apply:
             replays += skipped
             errors += failed
             last_offset[partition] = message.offset
+        for partition, offsets in foreign.items():
+            log.warning(
+                "bundles partition %d, offsets %d-%d: not active here (Faust delivered "
+                "bundles fetched before a rebalance took the partition away); skipped, its "
+                "owner reads them from its own resume point", partition, min(offsets),
+                max(offsets))
+        self.skipped_foreign += sum(map(len, foreign.values()))
         self.metrics.count_applied(counted, duplicate)
         self.metrics.count_replays(replays)
         if errors:
@@ -176,14 +191,27 @@ class Apply:
         return {partition: (ledger_key(partition, last_offset[partition]), orjson.dumps(entries))
                 for partition, entries in entries_of.items() if entries}
 
-    def _missing_shard(self, partition: int) -> Shard:
+    def _shard_if_owned(self, partition: int) -> Shard | None:
+        """The shard of a partition that has none yet: rebuilt now if the partition is active
+        here, else None (the bundle must not be applied).
+
+        Why a bundle of a partition that is not active here can arrive (docs/reliability.md):
+        Faust's ``Consumer.getmany`` filters the records of a fetch by the active partitions
+        it read *before* awaiting the fetch from the consumer thread, and stamps them with the
+        generation current *after* it. A rebalance that completes in between (quick right
+        after a start, when there is nothing to recover) lets records of a partition just
+        given to another worker through with the new generation, so the stream does not drop
+        them. Applying them would write this worker's ledger record into a changelog
+        partition another worker owns; skipping them loses nothing: their offsets are not
+        committed here (Faust discards commits for partitions not assigned) and this
+        worker's resume point does not move, so the owner reads them.
+        """
         topic = self.table.changelog_topic_name
         active = {tp.partition for tp in self.app.assignor.assigned_actives()
                   if tp.topic == topic}
         if partition in active:
             return self.table.rebuild_partition_now(partition)
-        self.on_fatal(RuntimeError(f"bundle of partition {partition}, which is not active here"))
-        raise RuntimeError("unreachable")
+        return None
 
     async def process(self, bundles: Sequence[faust.EventT]) -> None:
         positions = self.table.positions
