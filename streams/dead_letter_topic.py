@@ -16,7 +16,14 @@ the topic is gone it is created again as at start (``[topics] partitions``, repl
 auto-creation) the missing partitions are added and the topic configs set; if it came back
 with as many but without the ``min.insync.replicas`` the worker had set on it, that is set
 again (a topic that never had it, created so before the worker started, is left alone).
-Each look costs two small requests. Either way an error
+Each look costs two small requests. The first look is taken when the watch starts, which
+is before the ingest stage starts: what "as before" means (the partition count, the configs)
+is learnt from the topic the worker has just made sure of, not from the first timed look,
+which a deletion can precede (found in CI, reproduced with a slower watch:
+``tests/test_worker_faults.py``; a deletion before the first look was never repaired, and the
+dead letters routed to the partitions the auto-created topic lacked were never delivered,
+the ingest stage waiting behind them). A look that fails is a warning, once per run of
+failures, since a watch that cannot look cannot repair. Either way an error
 names the topic and what was lost: the dead letters written *before* the deletion, with the
 topic; none written after, since input offsets are committed only once their dead letters
 are acknowledged.
@@ -55,6 +62,11 @@ class DeadLetterTopicWatch(Service):
         self.configs_seen = False
         self.repairs = 0
         self._admin: AIOKafkaAdminClient | None = None
+        self._failing = False  # the last look failed (warned once per run of failures)
+
+    async def on_start(self) -> None:
+        """The first look, before the ingest stage can send a dead letter (see the module)."""
+        await self._look()
 
     async def on_stop(self) -> None:
         if self._admin is not None:
@@ -63,13 +75,24 @@ class DeadLetterTopicWatch(Service):
 
     @Service.timer(WATCH_SECONDS)
     async def _watch(self) -> None:
+        await self._look()
+
+    async def _look(self) -> None:
         try:
             await self.check()
         except Exception as exc:  # the broker away: the next look tries again
-            log.debug("cannot look up the dead-letter topic %r: %r", self.topic, exc)
+            if not self._failing:
+                log.warning("cannot look up the dead-letter topic %r (%r): it is not watched "
+                            "until a look succeeds (every %.0f s)", self.topic, exc,
+                            WATCH_SECONDS)
+            self._failing = True
             if self._admin is not None:
                 admin, self._admin = self._admin, None
                 await admin.close()
+            return
+        if self._failing:
+            log.warning("the dead-letter topic %r is watched again", self.topic)
+        self._failing = False
 
     async def partitions(self) -> int | None:
         """The topic's partition count, or None if it does not exist (never auto-created)."""

@@ -146,10 +146,12 @@ def build_worker(config: Config, *, on_fatal: FatalHandler = exit_on_kafka_failu
     else:
         ingest = IngestProcess(app, config, metrics, log_level=log_level, beacon=app.beacon)
     writer = LedgerWriter(config, table, beacon=app.beacon)
-    # Dependencies added before the app starts are started first and stopped last.
+    # Dependencies added before the app starts are started first and stopped last, in the
+    # order added: the dead-letter watch takes its first look before the ingest stage can
+    # send a dead letter (streams.dead_letter_topic).
     app.add_dependency(writer)
-    app.add_dependency(ingest)
     app.add_dependency(DeadLetterTopicWatch(config, beacon=app.beacon))
+    app.add_dependency(ingest)
     apply = Apply(app, table, writer, metrics, on_fatal=on_fatal,
                   bundles_topic=bundles_topic_name(config))
     metrics.bind_apply_lag(apply.lag)
