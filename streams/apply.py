@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 #: A round's entries for one partition fit one record below the broker's 1 MiB message limit;
 #: a round whose bundles could exceed it is split. Entries are never larger than their items.
 LEDGER_RECORD_MAX_BYTES = 900 * 1024
+#: Pause after a round that left bundles of a partition held but not active to be read again.
+UNOWNED_REREAD_PAUSE_SECONDS = 0.1
 
 
 class LedgerWriter(Service):
@@ -111,6 +113,8 @@ class Apply:
         self.gaps: dict[int, int] = {}
         #: bundles skipped because their partition is not active here (_shard_if_owned)
         self.skipped_foreign = 0
+        #: the last round left bundles of a partition held but not active to be read again
+        self.rereads_unowned = False
 
     def lag(self) -> dict[int, int]:
         """Bundles not yet applied per bundles partition held (known high-water marks only)."""
@@ -150,8 +154,11 @@ class Apply:
             shard = cores.get(partition)
             if shard is None:
                 shard = self._shard_if_owned(partition)
-                if shard is None:  # not ours (any more): its owner reads it
+                if shard is None:  # not ours (any more), or not yet: never applied here
                     foreign.setdefault(partition, []).append(message.offset)
+                    # Not to be counted by Faust as processed, so that its committed offset
+                    # does not move past it (see _shard_if_owned).
+                    message.acked = True
                     continue
             expected = reached.get(partition)
             if expected is None:
@@ -177,11 +184,16 @@ class Apply:
             errors += failed
             last_offset[partition] = message.offset
         for partition, offsets in foreign.items():
-            log.warning(
-                "bundles partition %d, offsets %d-%d: not active here (Faust delivered "
-                "bundles fetched before a rebalance took the partition away); skipped, its "
-                "owner reads them from its own resume point", partition, min(offsets),
-                max(offsets))
+            if self._assigned_here(partition):
+                # the consumer holds the partition, the assignor does not list its changelog
+                # partition as active here (yet): read the bundles again once it does
+                self.gaps.setdefault(partition, points.get(partition))
+                self.rereads_unowned = True
+                whose = "held by this worker's consumer, read again once it is active"
+            else:
+                whose = "skipped, its owner reads them"
+            log.warning("bundles partition %d, offsets %d-%d: the partition is not active "
+                        "here; %s", partition, min(offsets), max(offsets), whose)
         self.skipped_foreign += sum(map(len, foreign.values()))
         self.metrics.count_applied(counted, duplicate)
         self.metrics.count_replays(replays)
@@ -195,16 +207,19 @@ class Apply:
         """The shard of a partition that has none yet: rebuilt now if the partition is active
         here, else None (the bundle must not be applied).
 
-        Why a bundle of a partition that is not active here can arrive (docs/reliability.md):
-        Faust's ``Consumer.getmany`` filters the records of a fetch by the active partitions
-        it read *before* awaiting the fetch from the consumer thread, and stamps them with the
-        generation current *after* it. A rebalance that completes in between (quick right
-        after a start, when there is nothing to recover) lets records of a partition just
-        given to another worker through with the new generation, so the stream does not drop
-        them. Applying them would write this worker's ledger record into a changelog
-        partition another worker owns; skipping them loses nothing: their offsets are not
-        committed here (Faust discards commits for partitions not assigned) and this
-        worker's resume point does not move, so the owner reads them.
+        A bundle of a partition that is not active here was seen right after a start (it
+        stopped the process, "bundle of partition N, which is not active here"); see
+        docs/reliability.md for the windows Faust 0.15 leaves open (its ``getmany`` filters a
+        fetch by the active partitions read before awaiting it and stamps the records with the
+        generation read after it; the changelog partitions a fresh app's first assignment is
+        computed from may lag the bundles partitions). Either way the bundle is not applied:
+        without the partition's recovered state it cannot be, and writing its ledger record
+        into a changelog partition another worker owns would corrupt that one. Nothing is
+        lost: the bundle is marked so that Faust does not count it as processed (its commit
+        does not move past it); if the consumer does not hold the bundles partition, its
+        owner reads it (Faust also discards commits for partitions not assigned); if it
+        does, the stage reads it again from its resume point (a gap, in
+        :meth:`process`) until a rebalance makes the partition active here or moves it.
         """
         topic = self.table.changelog_topic_name
         active = {tp.partition for tp in self.app.assignor.assigned_actives()
@@ -212,6 +227,14 @@ class Apply:
         if partition in active:
             return self.table.rebuild_partition_now(partition)
         return None
+
+    def _assigned_here(self, partition: int) -> bool:
+        """Whether this worker's consumer holds the bundles partition now (unknown: yes, so
+        that the bundles are read again rather than left to an owner there may not be)."""
+        try:
+            return TP(self.bundles_topic, partition) in self.app.consumer.assignment()
+        except Exception:
+            return True
 
     async def process(self, bundles: Sequence[faust.EventT]) -> None:
         positions = self.table.positions
@@ -229,10 +252,13 @@ class Apply:
                 positions.advance(partition, reached)
         gaps, self.gaps = self.gaps, {}
         for partition, offset in gaps.items():
-            log.warning("bundles partition %d: bundles from offset %d were skipped by the "
-                        "stream; reading them again", partition, offset)
+            log.warning("bundles partition %d: bundles from offset %d were skipped; reading "
+                        "them again", partition, offset)
             await self.app.consumer.seek(TP(self.bundles_topic, partition),
                                          positions.get(partition))
+        if self.rereads_unowned:  # until the rebalance that makes it active: do not spin
+            self.rereads_unowned = False
+            await asyncio.sleep(UNOWNED_REREAD_PAUSE_SECONDS)
 
 
 def size_groups(bundles: Sequence[faust.EventT],
