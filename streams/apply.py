@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -115,6 +116,7 @@ class Apply:
         self.skipped_foreign = 0
         #: the last round left bundles of a partition held but not active to be read again
         self.rereads_unowned = False
+        self._metadata_asked = 0.0  # time.monotonic() of the last _refresh_metadata
 
     def lag(self) -> dict[int, int]:
         """Bundles not yet applied per bundles partition held (known high-water marks only)."""
@@ -258,7 +260,32 @@ class Apply:
                                          positions.get(partition))
         if self.rereads_unowned:  # until the rebalance that makes it active: do not spin
             self.rereads_unowned = False
+            await self._refresh_metadata()
             await asyncio.sleep(UNOWNED_REREAD_PAUSE_SECONDS)
+
+    async def _refresh_metadata(self) -> None:
+        """Ask the consumer for fresh cluster metadata, at most once a second.
+
+        Why: if the assignment was computed while the changelog topic was missing from the
+        group leader's metadata (Faust's assignor skips a topic it cannot see: "Ignoring
+        missing topic"), only a metadata change starts the rebalance that assigns it, and the
+        consumer's own refresh comes every 5 minutes (``consumer_metadata_max_age_ms``). A
+        best effort: a failure here is logged, the stage goes on reading again.
+        """
+        now = time.monotonic()
+        if now - self._metadata_asked < 1.0:
+            return
+        self._metadata_asked = now
+        try:
+            thread = self.app.consumer._thread
+            client = thread._ensure_consumer()._client
+
+            async def refresh() -> None:  # in the consumer's thread, like Faust's own calls
+                await client.force_metadata_update()
+
+            await thread.call_thread(refresh)
+        except Exception as exc:
+            log.info("could not ask for fresh metadata (%r)", exc)
 
 
 def size_groups(bundles: Sequence[faust.EventT],
