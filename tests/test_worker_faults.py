@@ -153,6 +153,16 @@ def test_the_dead_letter_topic_deleted_mid_stream_loses_nothing_and_says_so(
     assert worker.stop(signal.SIGTERM) == 0
 
 
+async def _until_visible(watch: DeadLetterTopicWatch, partitions: int) -> None:
+    """Wait until a topic just created shows in the metadata the watch reads (the broker
+    answers the creation before its metadata cache has it; a look in between finds no topic
+    and takes the creation for a deletion)."""
+    deadline = time.monotonic() + 30
+    while await watch.partitions() != partitions:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+
+
 def test_a_deleted_dead_letter_topic_is_created_again_as_configured(setup: Setup) -> None:
     """Where the broker does not auto-create it (``auto.create.topics.enable=false``, common
     in production), nothing would: the watch creates it with the configured partitions and
@@ -174,7 +184,7 @@ def test_a_deleted_dead_letter_topic_is_created_again_as_configured(setup: Setup
                 await asyncio.sleep(0.2)
             assert await watch.partitions() is None  # looking did not create it
             assert await watch.check() == "created"
-            assert await watch.partitions() == PARTITIONS
+            await _until_visible(watch, PARTITIONS)
             assert await watch.check() is None
             # Deleted again and auto-created by a broker whose default is as many partitions:
             # only the topic configs tell.
@@ -184,6 +194,7 @@ def test_a_deleted_dead_letter_topic_is_created_again_as_configured(setup: Setup
                 await asyncio.sleep(0.2)
             await _admin(setup, lambda admin: admin.create_topics(
                 [NewTopic(topic, PARTITIONS, 1)]))
+            await _until_visible(watch, PARTITIONS)
             assert await watch.check() == "configs set"
             assert await watch.check() is None
         finally:
@@ -220,8 +231,9 @@ def test_a_deletion_before_the_watchs_first_timed_look_is_repaired_too(setup: Se
                 await asyncio.sleep(0.2)
             # as the broker's auto-creation makes it: one partition, no topic configs
             await _admin(setup, lambda admin: admin.create_topics([NewTopic(topic, 1, 1)]))
+            await _until_visible(watch, 1)
             assert await watch.check() == "partitions added"  # the first timed look
-            assert await watch.partitions() == PARTITIONS
+            await _until_visible(watch, PARTITIONS)
             assert await watch.check() is None
         finally:
             await watch.on_stop()
