@@ -76,7 +76,10 @@ def worker_acls(user: str, config: Config) -> list[Acl]:
     app_id, topics = config.worker.app_id, config.topics
     return [
         Acl(user, "TOPIC", topics.input, ("READ", "DESCRIBE", "CREATE")),
-        Acl(user, "TOPIC", topics.dead_letter, ("WRITE", "DESCRIBE", "CREATE")),
+        # ALTER and the configs: the dead-letter watch gives a topic the broker auto-created
+        # back its partitions and min.insync.replicas (streams/dead_letter_topic.py)
+        Acl(user, "TOPIC", topics.dead_letter,
+            ("WRITE", "DESCRIBE", "CREATE", "ALTER", "DESCRIBE_CONFIGS", "ALTER_CONFIGS")),
         Acl(user, "TOPIC", app_id, ("ALL",), "PREFIXED"),
         Acl(user, "GROUP", app_id, ("ALL",), "PREFIXED"),
         Acl(user, "CLUSTER", "kafka-cluster", ("IDEMPOTENT_WRITE", "DESCRIBE")),

@@ -287,3 +287,56 @@ def test_the_gateway_works_with_its_own_acls_and_nothing_more(broker: LocalKafka
     # what it may not do: read the input (the workers' business)
     with pytest.raises(TopicAuthorizationFailedError):
         read_topic(None, "sec.events", 10, broker.client_config("gateway"))
+
+
+def test_the_dead_letter_watch_repairs_the_topic_with_the_workers_own_acls(
+        broker: LocalKafka) -> None:
+    """The worker's ACLs let its dead-letter watch do what docs/reliability.md says it does:
+    read the topic's configs, add the partitions a topic the broker auto-created lacks, and
+    set its configs again (before: ``WRITE``, ``DESCRIBE``, ``CREATE`` only, so a topic
+    auto-created with one partition stayed so, and the dead letters for the others waited)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from engine.kafka_client import client_kwargs, ensure_topics
+    from streams.dead_letter_topic import DeadLetterTopicWatch
+    from streams.topics import topic_configs
+
+    topic = "sec.events.dlq"
+    config = replace(config_from_mapping({"topics": {"input": "sec.events", "dead_letter": topic,
+                                                     "partitions": 2},
+                                          "worker": {"app_id": "kpi-sec"}}),
+                     kafka=broker.client_config("worker"))
+    admin_config = broker.client_config()
+
+    async def as_admin(action) -> None:
+        admin = AIOKafkaAdminClient(**client_kwargs(admin_config))
+        await admin.start()
+        try:
+            await action(admin)
+        finally:
+            await admin.close()
+
+    async def until(watch: DeadLetterTopicWatch, partitions: int | None) -> None:
+        deadline = time.monotonic() + 30
+        while await watch.partitions() != partitions:
+            assert time.monotonic() < deadline, f"topic never showed {partitions} partitions"
+            await asyncio.sleep(0.1)
+
+    async def go() -> None:
+        await ensure_topics(admin_config, {topic: 2}, 1, {topic: topic_configs(config)[topic]})
+        watch = DeadLetterTopicWatch(config)
+        await watch.on_start()
+        try:
+            assert (watch.partitions_seen, watch.configs_seen) == (2, True)
+            await as_admin(lambda admin: admin.delete_topics([topic]))
+            await until(watch, None)
+            await as_admin(lambda admin: admin.create_topics([NewTopic(topic, 1, 1)]))
+            await until(watch, 1)
+            assert await watch.check() == "partitions added"
+            await until(watch, 2)
+            assert await watch._configs_set_on_topic()
+            assert await watch.check() is None
+        finally:
+            await watch.on_stop()
+
+    run(go())

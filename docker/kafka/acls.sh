@@ -1,7 +1,7 @@
 #!/bin/sh
 # One-shot: the ACLs of the compose stack's principals (engine/kafka_secure.py gives the same
 # rights to the local test broker). The workers (User:worker) read the input, write the
-# dead-letter topic and own everything named after their app_id (bundles, ledger changelog,
+# dead-letter topic (and repair it: partitions, configs; streams/dead_letter_topic.py) and own everything named after their app_id (bundles, ledger changelog,
 # Faust's topics, consumer groups); the generator (User:producer) writes the input; the CRM
 # gateway (User:gateway) writes the input and the dead-letter topic and owns its state topic.
 # Nobody else may do anything (allow.everyone.if.no.acl.found=false). Idempotent.
@@ -20,6 +20,7 @@ acl() { /opt/kafka/bin/kafka-acls.sh --bootstrap-server kafka:9092 \
 acl --allow-principal User:worker --operation Read --operation Describe --operation Create \
     --topic "$INPUT_TOPIC"
 acl --allow-principal User:worker --operation Write --operation Describe --operation Create \
+    --operation Alter --operation DescribeConfigs --operation AlterConfigs \
     --topic "$DEAD_LETTER_TOPIC"
 acl --allow-principal User:worker --operation All --resource-pattern-type prefixed \
     --topic "$APP_ID" --group "$APP_ID"
