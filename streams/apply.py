@@ -276,8 +276,10 @@ class Apply:
         if now - self._metadata_asked < 1.0:
             return
         self._metadata_asked = now
+        thread: Any = getattr(self.app.consumer, "_thread", None)  # Faust's consumer thread
+        if thread is None:
+            return
         try:
-            thread = self.app.consumer._thread
             client = thread._ensure_consumer()._client
 
             async def refresh() -> None:  # in the consumer's thread, like Faust's own calls
