@@ -21,6 +21,9 @@ the local store returns them (key order), with the garbage collector as in the w
 ``replay_file`` (the report's load) runs on the same file. The rebuilt shards must give the
 report's numbers (checked with ``build_report``).
 
+``--baseline DIR`` (a checkout of another commit) times the rebuild with that version's code
+and with this one's instead, in child processes taking turns, on the same records.
+
 ``--profile`` prints a cProfile of one rebuild (run with ``KPI_ENGINE_PURE=1`` to see the
 Python frames of the compiled modules).
 """
@@ -30,33 +33,40 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
+import os
 import pstats
 import struct
+import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 from zlib import crc32
 
-import orjson
-from aiokafka.partitioner import murmur2
-from bench_report import DEFAULT_CONFIG, ensure_default_file
+#: The code measured: this checkout's, or (``--baseline``, in the child processes) another's.
+CODE = os.environ.get("KPI_BENCH_CODE") or str(Path(__file__).resolve().parent.parent)
+sys.path.insert(0, CODE)
 
-from engine import native
-from engine.config import Config, load_config
-from engine.core import Core
-from engine.decode import Decoder
-from engine.event import Rejection
-from engine.producer import entity_key
-from engine.replay import replay_file
-from engine.report import build_report
-from engine.timestamps import parse_instant
-from streams.heap import HeapKeeper
-from streams.ledger import Shard, event_items, invalid_item, ledger_key
-from streams.tables import PartitionCores, restore_shard
+import orjson  # noqa: E402
+from aiokafka.partitioner import murmur2  # noqa: E402
+from bench_report import DEFAULT_CONFIG, ensure_default_file  # noqa: E402
+
+from engine import native  # noqa: E402
+from engine.config import Config, load_config  # noqa: E402
+from engine.core import Core  # noqa: E402
+from engine.decode import Decoder  # noqa: E402
+from engine.event import Rejection  # noqa: E402
+from engine.producer import entity_key  # noqa: E402
+from engine.replay import replay_file  # noqa: E402
+from engine.report import build_report  # noqa: E402
+from engine.timestamps import parse_instant  # noqa: E402
+from streams.heap import HeapKeeper  # noqa: E402
+from streams.ledger import Shard, event_items, invalid_item, ledger_key  # noqa: E402
+from streams.tables import PartitionCores, restore_shard  # noqa: E402
 
 #: Input messages per apply round (the ingest stage's batch, streams.ingest.BATCH_RECORDS).
 ROUND_MESSAGES = 5000
+ROOT = Path(__file__).resolve().parent.parent
 AS_OF = "2026-11-01T00:00:00Z"
 
 
@@ -137,6 +147,30 @@ def cpu(fn):
     return time.process_time() - started, result
 
 
+def compare(baseline: Path, cache: Path, args: argparse.Namespace, entries: int) -> int:
+    """The rebuild's CPU seconds with the code of ``baseline`` and with this checkout's, in
+    child processes taking turns (which goes first alternates by round); best of each."""
+    versions = {"baseline": baseline, "this": ROOT}
+    best: dict[str, float] = {}
+    for round_ in range(args.rounds):
+        order = list(versions) if round_ % 2 == 0 else list(reversed(versions))
+        for name in order:
+            result = subprocess.run(
+                [sys.executable, __file__, "--child", str(cache), "--config", args.config],
+                capture_output=True, text=True, check=True, cwd=versions[name],
+                env={**os.environ, "KPI_BENCH_CODE": str(versions[name])})
+            outcome = orjson.loads(result.stdout.strip().splitlines()[-1])
+            best[name] = min(best.get(name, float("inf")), outcome["rebuild"])
+            assert Path(outcome["code"]) == versions[name], outcome
+            print(f"  round {round_ + 1} [{name}]: rebuild {outcome['rebuild']:.2f} CPU s "
+                  f"({outcome['build']})", flush=True)
+    for name, seconds in best.items():
+        print(f"{name} ({versions[name]}): rebuild {seconds:.2f} CPU s "
+              f"({entries / seconds:,.0f} entries/s), best of {args.rounds}")
+    print(f"baseline / this: {best['baseline'] / best['this']:.2f}x")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", help="a JSONL file (default: the cached two-year v2 file)")
@@ -145,11 +179,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--baseline", help="a checkout of another version to compare with")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # records file: one timed rebuild
     args = parser.parse_args(argv)
-    path = Path(args.events) if args.events else ensure_default_file()
     config = load_config(args.config)
     HeapKeeper.configure()
-    print(f"build: {native.status()[1]}")
+    if args.child:
+        records = load(Path(args.child))
+        gc.collect()
+        seconds, _ = cpu(lambda: rebuild(records, config))
+        print(orjson.dumps({"rebuild": seconds, "build": native.status()[1],
+                            "code": str(Path(native.__file__).parent.parent)}).decode())
+        return 0
+    path = Path(args.events) if args.events else ensure_default_file()
+    print(f"code: {CODE}; build: {native.status()[1]}")
     cache = path.with_name(
         f"{path.stem}.ledger-{args.partitions}p-{args.lines or 'all'}-r{ROUND_MESSAGES}.bin")
     if not cache.exists() or cache.stat().st_mtime < path.stat().st_mtime:
@@ -173,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         if not events_file.exists():
             with open(path, "rb") as src:
                 events_file.write_bytes(b"".join(line for _, line in zip(range(args.lines), src)))
+
+    if args.baseline:
+        return compare(Path(args.baseline).resolve(), cache, args, entries)
 
     if args.profile:
         profiler = cProfile.Profile()
