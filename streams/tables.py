@@ -67,8 +67,8 @@ class PartitionCores:
     def __init__(self, config: Config) -> None:
         self.config = config
         #: One calendar for every shard of the worker: its local-day memo (one entry per
-        #: 15-minute slot, two time-zone conversions to fill each) is then filled once, not
-        #: once per partition (a third of a rebuild's time with two years of state).
+        #: 15-minute slot, two time-zone conversions to fill each) is then filled and held
+        #: once, not once per partition (~0.2 CPU s and 70k entries each for two years).
         self.calendar = Calendar(config.calendar)
         self._shards: dict[int, Shard] = {}
         self.ready = False
