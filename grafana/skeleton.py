@@ -59,7 +59,8 @@ def period_variable(default: str = "month",
 
 def label_variable(name: str, label: str, description: str, query: str, *, multi: bool,
                    all_value: str | None = None) -> dash.QueryVariable:
-    """A Prometheus ``label_values(...)`` variable, refreshed when the dashboard loads."""
+    """A Prometheus query variable (``label_values(...)`` or ``query_result(...)``), refreshed
+    when the dashboard loads, sorted naturally by the text it shows."""
     variable = (dash.QueryVariable(name).label(label).description(description)
                 .datasource(DATASOURCE).query(query).refresh(VariableRefresh.ON_DASHBOARD_LOAD)
                 .sort(VariableSort.NATURAL_ASC).multi(multi).include_all(multi))
