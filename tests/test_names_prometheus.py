@@ -27,7 +27,7 @@ from engine.people.metrics import RosterCollector
 from engine.people.roster import Person, Roster, load_roster
 from engine.replay import replay_file
 from engine.timestamps import parse_instant
-from grafana.promql import named, sel
+from grafana.promql import name_option_regex, name_options, named, sel
 from prometheus_server import Prometheus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -234,6 +234,12 @@ def test_a_renamed_rep_exported_under_two_names_still_joins(tmp_path: Path) -> N
             assert len(result) == 1
             assert result[0]["metric"]["rep_name"] in ("Anna Schmidt", "Anna Weber")
             assert float(result[0]["value"][1]) == 42
+            # The dropdown offers her once, under one of the two names.
+            options = grafana_variables.variable_options(
+                prom, {"name": "rep", "regex": name_option_regex("rep")},
+                f"query_result({name_options(kpi, 'rep')})")
+            assert len(options) == 1 and options[0][1] == "rep-1"
+            assert options[0][0] in ("Anna Schmidt", "Anna Weber")
     finally:
         for server, thread, _ in servers:
             server.shutdown()
