@@ -139,6 +139,9 @@ class SharedAnswers:
         slot = (endpoint, key)
         kept = self._answers.get(slot)
         self._asked[slot] = now
+        if len(self._asked) > 4 * MAX_KEPT:  # many distinct as_of values: forget the oldest
+            newest = sorted(self._asked.items(), key=lambda item: item[1])[-MAX_KEPT:]
+            self._asked = {s: t for s, t in newest if now - t <= ASKED_SECONDS}
         if kept is not None and now - kept[0] < self.interval:
             self._answers.move_to_end(slot)
             return kept[1]
