@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import itertools
 import os
 import statistics
 import time
@@ -32,15 +31,13 @@ from engine.calendar import Calendar
 from engine.collector import KpiCollector
 from engine.config import load_config
 from engine.core import Core
-from engine.decode import decode
-from engine.event import Rejection
 from engine.report import build_report
-from engine.tooling.generator import live_lines, settings_for
 from engine.view import warm_sums
 from streams.answers import in_process
 from streams.forked import run_forked
 
 from bench_report import DEFAULT_CONFIG
+from live_events import live_events
 
 PARTITIONS = 4
 TICK_SECONDS = 0.001
@@ -102,18 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=2000.0)
     args = parser.parse_args(argv)
     config = load_config(DEFAULT_CONFIG)
-    settings = settings_for(config, seed=7)
-    now = time.time() - args.events / args.rate - 60
-    stages = config.pipeline.stage_ids or None
     cores = [Core(config.calendar, config.pipeline) for _ in range(PARTITIONS)]
     newest = 0
-    for i, (_, raw) in enumerate(itertools.islice(live_lines(settings, args.rate, now=now),
-                                                  args.events)):
-        event = decode(raw, currency=config.money.currency,
-                       max_event_bytes=config.limits.max_event_bytes, stages=stages)
-        if not isinstance(event, Rejection):
-            cores[i % PARTITIONS].apply(event)
-            newest = max(newest, event.ts)
+    for i, event in enumerate(live_events(config, args.events, args.rate)):
+        cores[i % PARTITIONS].apply(event)
+        newest = max(newest, event.ts)
     gc.collect()
     gc.freeze()  # as the worker keeps its state (streams.heap)
     as_of = newest + 1
