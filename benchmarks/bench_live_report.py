@@ -23,18 +23,15 @@ CPU time of the reports only (applying is the same in both), compiled build if c
 from __future__ import annotations
 
 import argparse
-import itertools
 import time
 
 from engine import native
 from engine.config import load_config
 from engine.core import Core
-from engine.decode import decode
-from engine.event import Rejection
 from engine.report import build_report
-from engine.tooling.generator import live_lines, settings_for
 
 from bench_report import DEFAULT_CONFIG
+from live_events import live_events
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,17 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=2000.0)
     args = parser.parse_args(argv)
     config = load_config(DEFAULT_CONFIG)
-    settings = settings_for(config, seed=7)
-    now = time.time() - args.events / args.rate - 60  # the whole run lies in the past
-    lines = [line for _, line in itertools.islice(live_lines(settings, args.rate, now=now),
-                                                  args.events)]
-    stages = config.pipeline.stage_ids or None
-    events = []
-    for raw in lines:
-        event = decode(raw, currency=config.money.currency,
-                       max_event_bytes=config.limits.max_event_bytes, stages=stages)
-        if not isinstance(event, Rejection):
-            events.append(event)
+    events = live_events(config, args.events, args.rate)
     cores = {"live (after the newest event)": Core(config.calendar, config.pipeline),
              "baseline (at the newest event)": Core(config.calendar, config.pipeline)}
     spent = dict.fromkeys(cores, 0.0)
