@@ -42,6 +42,8 @@ import orjson
 from faust.types import TP
 
 from engine.core import Core
+from streams.fencing import Fence, fences_of, is_fence, is_fenced
+from streams.fencing import parse as parse_key
 from streams.ledger import Shard, live_keys
 from streams.tables import REBUILD_YIELD_EVERY, LedgerTable, PartitionCores, restore_shard
 
@@ -73,6 +75,8 @@ class Replicas:
         #: restoring a record twice is harmless, Shard.restore)
         self._arrived: dict[int, list[bytes]] = {}
         self._restart: set[int] = set()  # a compaction arrived during the rebuild
+        #: standby partition -> the fences among its records (streams.fencing)
+        self.fences: dict[int, list[Fence]] = {}
         table.on_changelog_record = self.take
 
     def standbys(self) -> set[int]:
@@ -94,6 +98,7 @@ class Replicas:
         records = self.records.get(p)
         if records is None:
             records = self.records[p] = dict(self.table.stored_items(p))
+            self.fences[p] = fences_of(records)
             self.dirty.add(p)
         self.applied[p] = max(self.applied.get(p, 0), message.offset + 1)
         key, value = message.key, message.value
@@ -101,7 +106,15 @@ class Replicas:
             records.pop(key, None)
         else:
             records[key] = value
-        reshaped = value is None or b"|r" in key
+        fence = value is not None and is_fence(key)
+        if fence:
+            self.fences.setdefault(p, []).extend(fences_of((key,)))
+        elif value is not None:
+            _, offset, epoch = parse_key(key)
+            if is_fenced(epoch, offset, self.fences.get(p, ())):
+                self.table.fenced.note((key,))
+                return  # a zombie's record: read by nobody (streams.fencing)
+        reshaped = value is None or fence or b"|r" in key
         if p in self._arrived:
             if reshaped:
                 self._restart.add(p)
@@ -123,12 +136,14 @@ class Replicas:
         standbys = self.standbys()
         for p in [p for p in self.records if p not in standbys]:
             self.records.pop(p, None)
+            self.fences.pop(p, None)
             self.shards.pop(p, None)
             self.applied.pop(p, None)
         for p in sorted(standbys - set(self.records)):
             # Nothing read for it yet: the local store holds it up to where Faust reads on
             # (e.g. a partition this worker owned before), and later records pass take().
             self.records[p] = dict(self.table.stored_items(p))
+            self.fences[p] = fences_of(self.records[p])
             self.applied[p] = self._stored_upto(p)
             self.dirty.add(p)
         self.dirty &= set(self.records)
@@ -187,7 +202,9 @@ class Replicas:
         if records is None:
             return None
         snapshot = sorted(records.items())  # ledger keys sort in write order
-        live = live_keys(key for key, _ in snapshot)
+        fenced: list[bytes] = []
+        live = live_keys((key for key, _ in snapshot), fenced)
+        self.table.fenced.note(fenced)
         shard = self.cores.new_shard()
         since_yield = 0
         for record in snapshot:

@@ -45,6 +45,7 @@ from faust.types import TP
 
 from engine.config import Config
 from engine.core import Core
+from streams.fencing import FencedRecords, fence_key, fence_value, next_epoch
 from streams.heap import HeapKeeper
 from streams.ledger import Shard, key_offset, ledger_partition, live_keys
 from streams.resume import BundlePositions
@@ -160,6 +161,12 @@ class LedgerTable(faust.Table):
         self.stale: set[int] = set()
         #: partitions whose local store offset stopped at another worker's writes (logged once)
         self.gaps: set[int] = set()
+        #: active partition -> the epoch this worker writes it with (streams.fencing)
+        self.epochs: dict[int, int] = {}
+        #: writes the fence of a partition taken over (the LedgerWriter; None: no fences)
+        self.writer: Any = None
+        #: fenced records met by any reader, logged and counted once
+        self.fenced = FencedRecords()
 
     async def on_changelog_event(self, event: Any) -> None:
         """Every record Faust's recovery reads, as it is read (the store gets them in batches,
@@ -223,7 +230,12 @@ class LedgerTable(faust.Table):
 
     def live_items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
         """The stored records a restore reads (:func:`streams.ledger.live_keys`)."""
-        live = live_keys([key for key, _ in self.stored_items(partition)])
+        return self._live_items(partition, [key for key, _ in self.stored_items(partition)])
+
+    def _live_items(self, partition: int, keys: list[bytes]) -> Iterator[tuple[bytes, bytes]]:
+        fenced: list[bytes] = []
+        live = live_keys(keys, fenced)
+        self.fenced.note(fenced)
         return ((key, value) for key, value in self.stored_items(partition) if key in live)
 
     def stored_items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
@@ -248,7 +260,9 @@ class LedgerTable(faust.Table):
         topic = self.changelog_topic_name
         revoked_partitions = {tp.partition for tp in revoked if tp.topic == topic}
         self.gaps.clear()  # the recovery that follows reads past them
-        self.cores.begin_rebalance(self._active_partitions() - revoked_partitions)
+        keep = self._active_partitions() - revoked_partitions
+        self.cores.begin_rebalance(keep)
+        self.epochs = {p: epoch for p, epoch in self.epochs.items() if p in keep}
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
@@ -279,7 +293,8 @@ class LedgerTable(faust.Table):
             shard = cores.new_shard()
             count = since_yield = 0
             end = 0
-            for record in self.live_items(partition):
+            keys = [key for key, _ in self.stored_items(partition)]
+            for record in self._live_items(partition, keys):
                 end = max(end, key_offset(record[0]) + 1)
                 entries = restore_shard(shard, iter((record,)))
                 count += entries
@@ -291,9 +306,24 @@ class LedgerTable(faust.Table):
                         log.info("rebalance during rebuild of partition %d; will rebuild again",
                                  partition)
                         return
+            owner_epoch = next_epoch(keys)
+            if self.writer is not None:
+                # before the first round: from here on, an older owner's records for bundles
+                # from ``end`` on are fenced (streams.fencing)
+                await self.writer.write_partition(
+                    partition, [(fence_key(partition, end, owner_epoch),
+                                 fence_value(end, owner_epoch))])
+                if cores.epoch != epoch or self._recovery_restarting():
+                    log.info("rebalance while fencing partition %d; will rebuild again",
+                             partition)
+                    return
+            self.epochs[partition] = owner_epoch
             cores.install(partition, shard)
-            self.positions.advance(partition, end)
-            log.info("partition %d: KPI state rebuilt from %d ledger entries", partition, count)
+            # where the live ledger ends, even below this worker's own earlier point: records
+            # it wrote as a zombie are fenced, and their bundles must be read again
+            self.positions.reset(partition, end)
+            log.info("partition %d: KPI state rebuilt from %d ledger entries; writing it "
+                     "with epoch %d", partition, count, owner_epoch)
             self.heap.freeze()
         cores.ready = True
 
@@ -301,8 +331,12 @@ class LedgerTable(faust.Table):
         """Synchronous rebuild, for a bundle of a partition without a shard (should not happen)."""
         log.warning("partition %d has no KPI state yet; rebuilding it synchronously", partition)
         shard = self.cores.new_shard()
-        records = list(self.live_items(partition))
+        keys = [key for key, _ in self.stored_items(partition)]
+        records = list(self._live_items(partition, keys))
         restore_shard(shard, iter(records))
-        self.positions.advance(partition, ledger_end(key for key, _ in records))
+        self.positions.reset(partition, ledger_end(key for key, _ in records))
+        # no fence can be written synchronously: its records are not fenced by older owners'
+        # rounds, but take precedence over them (a higher epoch)
+        self.epochs[partition] = next_epoch(keys)
         self.cores.install(partition, shard)
         return shard

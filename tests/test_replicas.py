@@ -19,6 +19,7 @@ from types import SimpleNamespace
 from faust.types import TP
 
 from engine.config import Config
+from streams.fencing import FencedRecords
 from streams.ledger import invalid_item, ledger_key
 from streams.replicas import Replicas
 from streams.tables import PartitionCores
@@ -39,6 +40,7 @@ class StandbyTable:
         self.ends: dict[int, int] = {p: 0 for p in range(PARTITIONS)}
         self.end_requests = 0
         self.on_changelog_record = None
+        self.fenced = FencedRecords()
         assignor = SimpleNamespace(assigned_standbys=lambda: {
             TP(TOPIC, p) for p in self.standby_partitions})
         self.app = SimpleNamespace(assignor=assignor,
