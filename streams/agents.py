@@ -15,8 +15,15 @@ import faust
 from streams.apply import Apply
 from streams.topics import Topics
 
-#: Bundles per round: a round costs one ledger write and one acknowledgement wait per partition.
-APPLY_BUNDLES = 16
+#: Bundles per round at most: a round costs one ledger write and one acknowledgement wait per
+#: partition, and the agent waits for them before it takes the next round. Under a steady live
+#: rate the ingest stage sends many small bundles (a few messages each at 2,000 events/s), so a
+#: small cap made the acknowledgement waits the limit of the stage: 16 bundles a round left a
+#: backlog growing in the soak (docs/benchmarks.md). A round takes only what is there within
+#: :data:`APPLY_WITHIN_SECONDS`, so the cap matters only when the stage is behind, which is when
+#: bigger rounds are wanted; :func:`streams.apply.size_groups` still keeps each ledger record
+#: below the broker's message limit, and the loop is released between those groups.
+APPLY_BUNDLES = 256
 #: Longest wait for a round to fill: the latency it adds at low rates.
 APPLY_WITHIN_SECONDS = 0.005
 

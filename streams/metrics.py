@@ -73,6 +73,11 @@ class WorkerMetrics:
             "Answers of /api/kpis, /api/events, /api/live and /metrics computed (each is "
             "shared by the requests of one interval: streams.answers).", ["endpoint"],
             registry=r)
+        self.answers_stale = Counter(
+            "kpi_answers_stale_total",
+            "Answers served older than the sharing interval because computing answers had used "
+            "up its share of the event loop (streams.answers.LOOP_SHARE): the state is large "
+            "and answers are asked often.", ["endpoint"], registry=r)
         for reason in REASON_CODES:
             self.invalid.labels(reason)
         for event_type in EVENT_TYPES:

@@ -10,9 +10,11 @@ set being asked in turn) that is everything; the entity sharding makes per-parti
 exact, but a multi-worker deployment needs a merge in front, which is out of scope here.
 Its ``duplicate`` and ``invalid`` counts come from the durable ledger, so they survive restarts.
 
-``/api/kpis`` and ``/metrics`` are computed at most once per interval and shared between the
-requests of that interval, with a limit on distinct computations (:mod:`streams.answers`): an
-answer may be up to a second old, and the apply agent never waits behind a crowd of readers.
+``/api/kpis``, ``/api/live`` and ``/metrics`` are computed at most once per interval and shared
+between the requests of that interval, with a limit on distinct computations and on the share
+of the event loop they take (:mod:`streams.answers`): an answer may be up to a second old (older
+while the state is so large that answering must yield to the apply agent), and the apply agent
+never waits behind a crowd of readers.
 
 ``/api/events`` is the report's ``events`` block alone: cheap enough to poll many times a
 second, e.g. to measure how soon an event produced to Kafka is counted.
@@ -52,7 +54,8 @@ def register_views(app: faust.App, config: Config, cores: PartitionCores,
     """Attach the views to ``app``'s web server; ``replicas`` lets them answer for the standby
     partitions too (:mod:`streams.replicas`)."""
     calendar = Calendar(config.calendar)
-    answers = SharedAnswers(counter=metrics.answers_computed)
+    answers = SharedAnswers(counter=metrics.answers_computed,
+                            stale_counter=metrics.answers_stale)
 
     @app.page("/metrics", name="kpi-metrics")
     async def prometheus_metrics(view: faust.web.View,
@@ -123,7 +126,7 @@ def register_views(app: faust.App, config: Config, cores: PartitionCores,
         return view.bytes(orjson.dumps(body), content_type=JSON)
 
     register_wallboard(app, config, cores, metrics,
-                       answer=lambda: coverage(cores, replicas))
+                       answer=lambda: coverage(cores, replicas), answers=answers)
 
 
 def _busy(view: faust.web.View, exc: Busy) -> faust.web.Response:

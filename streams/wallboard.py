@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import os
 import re
 import urllib.parse
@@ -54,6 +55,7 @@ from engine.security.membership import rep_teams
 from engine.timestamps import now_micros, parse_as_of
 from engine.view import View
 from streams.access import grant_of
+from streams.answers import Busy, SharedAnswers
 
 JSON = "application/json"
 PROMETHEUS_URL_ENV = "KPI_WALLBOARD_PROMETHEUS_URL"
@@ -320,14 +322,18 @@ def _query_int(request: faust.web.Request, name: str, default: int, lo: int, hi:
 
 def register_wallboard(app: faust.App, config: Config, cores: Any, metrics: Any,
                        environ: dict[str, str] | None = None,
-                       answer: Any = None) -> Freshness:
+                       answer: Any = None, answers: SharedAnswers | None = None) -> Freshness:
     """Attach ``/wallboard``, ``/api/live``, the freshness sampler and the collector to ``app``.
 
     ``cores`` is a :class:`streams.tables.PartitionCores` (``ready``, ``active_cores()``,
     ``partitions()``); ``metrics`` a :class:`streams.metrics.WorkerMetrics` (its ``registry``
     and ``totals``). The roster (``[people] roster``) is read here, once per worker: its names
-    go into ``/api/live`` and ``kpi_rep_info``/``kpi_team_info``.
+    go into ``/api/live`` and ``kpi_rep_info``/``kpi_team_info``. ``answers`` shares the live
+    documents between requests (:mod:`streams.answers`; the views' instance, so that one share
+    of the event loop covers every endpoint).
     """
+    if answers is None:
+        answers = SharedAnswers()
     calendar = Calendar(config.calendar)
     roster = roster_of(config)
     names = roster_names(roster)
@@ -379,8 +385,15 @@ def register_wallboard(app: faust.App, config: Config, cores: Any, metrics: Any,
             return view.bytes(orjson.dumps({"error": f"team {team!r} is outside the "
                                                       f"{grant.audience} token's scope"}),
                               content_type=JSON, status=403)
-        body = live_document(shard_cores, calendar, config, as_of, now, minutes, team,
-                             freshness.sample(), partitions, names)
+        key = (getattr(cores, "epoch", 0), tuple(partitions), minutes, team,
+               None if text is None or not text.strip() else as_of)
+        try:
+            body = answers.get("live", key, lambda: live_document(
+                shard_cores, calendar, config, as_of, now, minutes, team, freshness.sample(),
+                partitions, names))
+        except Busy as exc:
+            return view.bytes(orjson.dumps({"error": str(exc)}), content_type=JSON, status=503,
+                              headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
         if not grant.everything:
             body = filter_live(body, grant, membership, config.auth.rep_leaderboard)
         return view.bytes(orjson.dumps(body), content_type=JSON,

@@ -56,6 +56,97 @@ def test_distinct_computations_per_interval_are_limited() -> None:
     assert answers.get("kpis", 99, lambda: "y") == "y"
 
 
+class Counted:
+    """A stand-in for a labelled prometheus Counter: counts per endpoint."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def labels(self, endpoint: str) -> "Counted":
+        self._endpoint = endpoint
+        return self
+
+    def inc(self) -> None:
+        self.counts[self._endpoint] = self.counts.get(self._endpoint, 0) + 1
+
+
+def test_expensive_answers_take_at_most_their_share_of_the_loop() -> None:
+    """Answers that cost 2 s each, asked every 0.5 s by two endpoints for 10 minutes: the
+    time spent computing stays within the share (plus the one-off credit), every request is
+    answered or told when to come back, and the answers served stale are counted."""
+    clock, stale, computed = Clock(), Counted(), Counted()
+
+    def costing(seconds: float, value: str):
+        def compute() -> str:
+            clock.now += seconds  # the loop is blocked for that long
+            return value
+        return compute
+
+    answers = SharedAnswers(interval=1.0, budget=8, clock=clock, share=0.25, credit=1.0,
+                            timer=clock, stale_counter=stale, counter=computed)
+    start, spent, served, refused = clock.now, 0.0, 0, 0
+    while clock.now - start < 600:
+        for endpoint in ("kpis", "metrics"):
+            before = clock.now
+            try:
+                answers.get(endpoint, "now", costing(2.0, endpoint))
+                served += 1
+            except Busy as exc:
+                assert exc.retry_after > 0
+                refused += 1
+            spent += clock.now - before
+        clock.now += 0.5
+    elapsed = clock.now - start
+    assert spent <= 0.25 * elapsed + 1.0 + 2.0  # the share, the credit, one answer's overrun
+    assert spent >= 0.2 * elapsed  # and the share is used, not wasted
+    # only until the second endpoint's first answer: then each has one to serve
+    assert refused <= 8
+    assert stale.counts["kpis"] > 0 and stale.counts["metrics"] > 0
+    assert served > 1000
+    # the credit goes to the most overdue answer, not to whoever asks first (here: always
+    # /api/kpis), so neither endpoint is served one stale answer for ever
+    assert abs(computed.counts["kpis"] - computed.counts["metrics"]) <= 1
+    assert computed.counts["metrics"] >= 0.2 * 600 / 2 / 2 * 0.9
+
+
+def test_a_request_without_any_answer_waits_for_the_credit() -> None:
+    clock = Clock()
+
+    def costing(seconds: float):
+        def compute() -> str:
+            clock.now += seconds
+            return "x"
+        return compute
+
+    answers = SharedAnswers(interval=1.0, budget=8, clock=clock, share=0.25, credit=1.0,
+                            timer=clock)
+    # credit 1 - 3 = -2 s owed; the share accrues over all the time, the 3 s included
+    assert answers.get("kpis", "now", costing(3.0)) == "x"
+    clock.now += 1.0  # -2 + 0.25 * (3 + 1) = -1 s
+    assert answers.get("kpis", "now", costing(3.0)) == "x"  # the kept one, stale, not computed
+    with pytest.raises(Busy) as busy:
+        answers.get("kpis", "2026-01-01", costing(3.0))
+    assert busy.value.retry_after == pytest.approx(1 / 0.25)
+    clock.now += 4.01
+    assert answers.get("kpis", "2026-01-01", costing(0.1)) == "x"  # paid back: computed
+
+
+def test_cheap_answers_never_wait_for_the_share() -> None:
+    """A worker with little state: 10 ms answers, asked 20 times a second with new keys,
+    are computed every time up to the per-interval limit, never refused for the share."""
+    clock = Clock()
+    answers = SharedAnswers(interval=1.0, budget=8, clock=clock, share=0.25, credit=1.0,
+                            timer=clock)
+
+    def costing() -> str:
+        clock.now += 0.01
+        return "x"
+
+    for step in range(200):
+        answers.get("kpis", step // 20 * 1000 + step % 5, costing)
+        clock.now += 0.05
+
+
 @pytest.mark.kafka
 def test_concurrent_requests_to_a_worker_share_one_computation(worker_setup) -> None:
     from datetime import datetime, timezone
