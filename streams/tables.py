@@ -25,6 +25,9 @@ Which Faust hooks, and why they are reliable (faust-streaming 0.15.x, ``tables/r
   A rebalance that starts meanwhile is detected (the recovery start signal, and an epoch
   counter bumped by ``on_rebalance``), and the stale rebuild is abandoned; the next recovery
   round calls the hook again.
+  Each partition rebuilt here is one this worker takes over: before its first round, the
+  hook writes the partition's fence with the next epoch (:mod:`streams.fencing`), so that
+  records an older owner writes from then on are ignored by every reader.
 
 Iterating one partition: the RocksDB store keeps one database per partition, and Faust's own
 iteration only covers active partitions; here one partition's database is read directly. The

@@ -133,8 +133,9 @@ def build_worker(config: Config, *, on_fatal: FatalHandler = exit_on_kafka_failu
         partitions=config.topics.partitions,
         extra_topic_configs=changelog_topic_config(config),
         beacon=app.tables.beacon,
-        help="<partition>|<last bundle offset> -> the ledger entries of that apply round "
-             "(streams.ledger).",
+        help="<partition>|<last bundle offset>|e<writer epoch> -> the ledger entries of that "
+             "apply round (streams.ledger); <partition>|<from>|f<epoch>: a new owner's fence "
+             "(streams.fencing).",
     )
     app.tables.add(table)
     metrics.bind_state(lambda: cores.ready, lambda: len(cores))
