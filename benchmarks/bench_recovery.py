@@ -18,10 +18,17 @@ to account for every message:
 3. ``cold``: the data directory emptied: every partition recovered from the ledger changelog.
 
 The three starts are repeated ``--rounds`` times (2); reported as the best seconds of each and
-the ratio of cold to each warm start, with, per start, where the time went (seconds from the
+the ratio of cold to each warm start, and the CPU seconds the worker process used from its
+start to that moment (steadier than the wall clock on a shared machine), with, per start,
+where the time went (seconds from the
 process start to the worker log's milestones: the app starting, the changelog read, the KPI
 shards rebuilt from the local store, Faust ready) and, for the kill -9 start, the log line
 saying whether local state was reused.
+
+``--baseline DIR`` (a checkout of another commit, with its compiled build if it has one)
+compares two versions on the same state in the same run: every start is made twice in a row,
+once by the worker of ``DIR`` and once by this one (which goes first alternates by round), so
+that the load of a shared machine weighs on both alike; reported per version, with the ratio.
 
 Without ``--bootstrap`` a local broker is started in a temporary directory (as the tests do).
 """
@@ -29,6 +36,8 @@ Without ``--bootstrap`` a local broker is started in a temporary directory (as t
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import shutil
 import signal
 import subprocess
@@ -48,6 +57,7 @@ from broker import broker
 from engine.kafka_local import free_port
 
 READY_TIMEOUT = 1800
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def status(url: str) -> int:
@@ -95,8 +105,8 @@ web_port = {self.port}
         self.process: subprocess.Popen | None = None
         self.log_path: Path | None = None
 
-    def start(self, label: str) -> float:
-        """Start a worker; the monotonic time it was started."""
+    def start(self, label: str, code: Path = ROOT) -> float:
+        """Start a worker (the one of the checkout ``code``); the monotonic time it was started."""
         self.log_path = self.workdir / f"{label}.log"
         log = open(self.log_path, "wb")
         started = time.monotonic()
@@ -104,7 +114,8 @@ web_port = {self.port}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "engine.cli", "worker", "--config", str(self.config),
              "--log-level", "info"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=code,
+            env={**os.environ, "PYTHONPATH": str(code)})
         log.close()
         return started
 
@@ -119,14 +130,23 @@ web_port = {self.port}
             time.sleep(0.1)
         raise SystemExit(f"timed out waiting for {what}; see {self.log_path}")
 
-    def time_to_ready(self, label: str, total: int) -> float:
-        started = self.start(label)
+    def time_to_ready(self, label: str, total: int, code: Path = ROOT) -> tuple[float, float]:
+        """Seconds from the start to ready and complete, and the worker's CPU seconds by then."""
+        started = self.start(label, code)
         ready = self.wait(lambda: status(f"{self.base}/ready") == 200
                           and status(f"{self.base}/api/kpis") == 200, "ready and complete")
+        cpu = self.cpu_seconds()
         read = events_read(self.base)
         if read != total:
             raise SystemExit(f"{label}: ready, but {read} of {total} messages accounted for")
-        return ready - started
+        return ready - started, cpu
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds (user + system) the worker process has used so far (its own, not its
+        ingest child's): on a shared machine a steadier measure than the wall clock."""
+        assert self.process is not None
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def phases(self) -> str:
         """Seconds from the process start to the log's milestones (where the time went)."""
@@ -145,7 +165,10 @@ web_port = {self.port}
                     offset = at.timestamp() - self.started_wall
                     if name == "shards rebuilt" or name not in seen:
                         seen[name] = offset  # the last rebuild, the first of the others
-        return ", ".join(f"{name} {at:.1f}" for name, at in seen.items())
+        rebuild_cpu = [float(m) for m in re.findall(r"KPI state rebuilt .*?\(([\d.]+) CPU s\)",
+                                                    text)]
+        return ", ".join([f"{name} {at:.1f}" for name, at in seen.items()] + (
+            [f"rebuild {sum(rebuild_cpu):.1f} CPU s"] if rebuild_cpu else []))
 
     def stop(self, sig: int) -> None:
         assert self.process is not None
@@ -183,35 +206,51 @@ def run(args: argparse.Namespace, bootstrap: str, workdir: Path) -> int:
     state = sum(f.stat().st_size for f in runs.data_dir.rglob("*") if f.is_file())
     print(f"local state after a clean stop: {state / 2**20:.0f} MiB", flush=True)
 
-    results: dict[str, float] = {}
+    versions = {"this": ROOT}
+    if args.baseline:
+        versions = {"baseline": Path(args.baseline).resolve(), "this": ROOT}
+    results: dict[tuple[str, str], float] = {}
+    cpus: dict[tuple[str, str], float] = {}
     reuse: list[str] = []
 
-    def record(kind: str, seconds: float, what: str) -> None:
-        results[kind] = min(results.get(kind, float("inf")), seconds)
-        print(f"{what}: {seconds:.1f} s ({runs.phases()})", flush=True)
+    def start(kind: str, code: str, what: str, label: str) -> None:
+        seconds, cpu = runs.time_to_ready(label, total, versions[code])
+        results[kind, code] = min(results.get((kind, code), float("inf")), seconds)
+        cpus[kind, code] = min(cpus.get((kind, code), float("inf")), cpu)
+        name = f" [{code}]" if len(versions) > 1 else ""
+        print(f"  {what}{name}: {seconds:.1f} s, {cpu:.1f} CPU s ({runs.phases()})", flush=True)
 
     for round_ in range(1, args.rounds + 1):
         print(f"round {round_}:")
-        record("warm", runs.time_to_ready("warm", total), "  warm (after a clean stop)")
-        runs.stop(signal.SIGKILL)
-
-        record("kill9", runs.time_to_ready("after-kill", total), "  warm after kill -9")
-        reuse += runs.log_lines("did not stop cleanly")
-        for line in runs.log_lines("did not stop cleanly"):
-            print(f"    log: {line.strip()[:300]}")
-        runs.stop(signal.SIGTERM)
-
-        shutil.rmtree(runs.data_dir)
-        record("cold", runs.time_to_ready("cold", total),
-               "  cold (empty data dir, from the changelog)")
-        runs.stop(signal.SIGTERM)
+        order = list(versions) if round_ % 2 else list(reversed(versions))
+        for i, code in enumerate(order):
+            start("warm", code, "warm (after a clean stop)", "warm")
+            runs.stop(signal.SIGTERM if i + 1 < len(order) else signal.SIGKILL)
+        for i, code in enumerate(order):
+            start("kill9", code, "warm after kill -9", "after-kill")
+            reuse += runs.log_lines("did not stop cleanly")
+            for line in runs.log_lines("did not stop cleanly"):
+                print(f"    log: {line.strip()[:300]}")
+            runs.stop(signal.SIGKILL if i + 1 < len(order) else signal.SIGTERM)
+        for code in order:
+            shutil.rmtree(runs.data_dir)
+            start("cold", code, "cold (empty data dir, from the changelog)", "cold")
+            runs.stop(signal.SIGTERM)
 
     print(f"\n{total} messages, {args.partitions} partitions: time from start to ready and "
           f"/api/kpis complete, best of {args.rounds}")
-    print(f"  cold {results['cold']:.1f} s, warm {results['warm']:.1f} s, warm after kill -9 "
-          f"{results['kill9']:.1f} s")
-    print(f"  cold / warm {results['cold'] / results['warm']:.1f}x, cold / warm after kill -9 "
-          f"{results['cold'] / results['kill9']:.1f}x")
+    for code in versions:
+        name = f" [{code}: {versions[code]}]" if len(versions) > 1 else ""
+        cold, warm, kill9 = (results[kind, code] for kind in ("cold", "warm", "kill9"))
+        print(f"  cold {cold:.1f} s, warm {warm:.1f} s, warm after kill -9 {kill9:.1f} s{name}")
+        print(f"  cold / warm {cold / warm:.1f}x, cold / warm after kill -9 {cold / kill9:.1f}x")
+        print("  worker CPU seconds to ready: " + ", ".join(
+            f"{kind} {cpus[kind, code]:.1f}" for kind in ("cold", "warm", "kill9")))
+    if len(versions) > 1:
+        for what, table in (("seconds", results), ("CPU seconds", cpus)):
+            print(f"  baseline / this, {what}: " + ", ".join(
+                f"{kind} {table[kind, 'baseline'] / table[kind, 'this']:.2f}x"
+                for kind in ("cold", "warm", "kill9")))
     return 0 if reuse and all("reusing" in line for line in reuse) else 1
 
 
@@ -222,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--bootstrap", help="use this broker instead of starting one")
+    parser.add_argument("--baseline", help="a checkout of another version to compare with")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-recovery-") as tmp:
         workdir = Path(tmp)

@@ -2,14 +2,16 @@
 
     python benchmarks/bench_soak.py [--minutes 30] [--rate 2000] [--partitions 4]
                                     [--csv docs/soak.csv] [--svg docs/soak.svg]
-                                    [--bootstrap HOST:PORT]
+                                    [--bootstrap HOST:PORT] [--answers fork|loop]
 
 ``kpi-engine worker`` (durable state, ingest child process) on a fresh input topic; a producer
 sends generated live v2 traffic (``engine.tooling.generator.live_lines``, the mix of
 ``benchmarks/pipeline.toml``, 2 % redeliveries and 1 % invalid messages) at ``--rate`` messages
 per second, each stamped "now", for ``--minutes``. Meanwhile:
 
-- every ``--kpis-seconds`` (5, the wallboard's refresh) ``GET /api/kpis`` is timed;
+- every ``--kpis-seconds`` (5, the wallboard's refresh) ``GET /api/kpis`` is timed, and the
+  age of its answer (when it arrived minus its ``as_of``) noted: answers are shared, and served
+  older while computing them has used its share of the time (``streams.answers``);
 - every ``--sample-seconds`` (15, the project's Prometheus scrape interval) ``GET /metrics`` is timed and read for
   ``kpi_consumer_lag_messages`` (input not yet judged) and ``kpi_apply_lag_bundles`` (bundles
   not yet applied), summed over partitions, and the resident memory of the worker and of its
@@ -18,8 +20,10 @@ per second, each stamped "now", for ``--minutes``. Meanwhile:
 At the end the producer stops and the worker must account for every message it was sent
 (``/api/events`` ``read`` equal to the acknowledged count, within ``--drain-seconds``), or the
 run fails. Written: a CSV of
-the samples (``--csv``), a CSV of ``/api/kpis`` latency p50/p99 per minute (``--minutes-csv``),
-and an SVG plot of RSS, latency and lag over time (``--svg``; drawn here, no plotting library).
+the samples (``--csv``; with the private memory of the forked children computing answers, when
+one runs at the sample), a CSV of ``/api/kpis`` latency and answer age p50/p99 per minute
+(``--minutes-csv``), and an SVG plot of RSS, latency, answer age and lag over time (``--svg``;
+drawn here, no plotting library). ``--answers`` sets the worker's ``[worker] answers``.
 
 Without ``--bootstrap`` a local broker is started in a temporary directory (as the tests do).
 """
@@ -29,7 +33,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import json
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -38,6 +44,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 from bench_worker import STAGES, Worker, _create_topic, tree_cpu_seconds
@@ -61,6 +68,25 @@ def children(pid: int) -> list[int]:
     except OSError:
         return []
     return [int(c) for c in text.split()]
+
+
+def is_ingest_child(pid: int) -> bool:
+    """The ingest stage's process (multiprocessing spawn), not a forked answer's child."""
+    try:
+        return b"multiprocessing" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def private_mib(pid: int) -> float:
+    """Pages a forked child no longer shares with the worker (copied on write)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            kb = sum(int(line.split()[1]) for line in fh
+                     if line.startswith(("Private_Dirty:", "Private_Clean:")))
+    except (OSError, ValueError):
+        return 0.0
+    return kb / 1024
 
 
 def metric_sum(text: str, name: str) -> int:
@@ -141,20 +167,33 @@ class Producer(threading.Thread):
 
 
 class KpisPoller(threading.Thread):
-    """``GET /api/kpis`` every ``interval`` s: (seconds since start, latency s, status)."""
+    """``GET /api/kpis`` every ``interval`` s: (seconds since start, latency s, status, age s
+    of the answer: when it arrived minus its ``as_of``, NaN unless 200)."""
 
     def __init__(self, url: str, t0: float, interval: float = 1.0) -> None:
         super().__init__(daemon=True)
         self.url, self.t0, self.interval = url, t0, interval
-        self.samples: list[tuple[float, float, int]] = []
+        self.samples: list[tuple[float, float, int, float]] = []
         self.stop_event = threading.Event()
 
     def run(self) -> None:
         while not self.stop_event.is_set():
             started = time.monotonic()
-            seconds, status, _ = timed_get(self.url)
-            self.samples.append((started - self.t0, seconds, status))
+            seconds, status, body = timed_get(self.url)
+            self.samples.append((started - self.t0, seconds, status, answer_age(status, body)))
             self.stop_event.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+
+def answer_age(status: int, body: bytes) -> float:
+    """Seconds between an answer's ``as_of`` and now: answers are shared for a second, and
+    served older while computing them has used its share of the time (streams.answers)."""
+    if status != 200:
+        return math.nan
+    try:
+        as_of = datetime.fromisoformat(json.loads(body)["as_of"])
+    except (ValueError, KeyError, TypeError):
+        return math.nan
+    return time.time() - as_of.timestamp()
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -290,8 +329,9 @@ def run(args: argparse.Namespace, bootstrap: str, workdir: Path) -> int:
         worker.stop()
 
     write_outputs(args, rows, kpis.samples)
-    latencies = [s for _, s, status in kpis.samples if status == 200]
-    errors = [status for _, _, status in kpis.samples if status != 200]
+    latencies = [s for _, s, status, _ in kpis.samples if status == 200]
+    errors = [status for _, _, status, _ in kpis.samples if status != 200]
+    ages = [age for *_, age in kpis.samples if not math.isnan(age)]
     metrics_ms = [r["metrics_ms"] for r in rows]
     first_min = [r for r in rows if r["t_s"] <= 60]
     print(f"\n{args.minutes:g} min at {args.rate:g} msg/s, {args.partitions} partitions")
@@ -308,7 +348,14 @@ def run(args: argparse.Namespace, bootstrap: str, workdir: Path) -> int:
     print(f"/api/kpis: {len(latencies)} answers, {len(errors)} not 200; p50 "
           f"{percentile(latencies, 50) * 1000:.1f} ms, p99 {percentile(latencies, 99) * 1000:.1f}"
           f" ms, max {max(latencies) * 1000:.1f} ms")
+    if ages:
+        print(f"/api/kpis answer age (now - as_of): p50 {percentile(ages, 50):.1f} s, p99 "
+              f"{percentile(ages, 99):.1f} s, max {max(ages):.1f} s")
     print(f"/metrics: p50 {statistics.median(metrics_ms):.1f} ms, max {max(metrics_ms):.1f} ms")
+    children_mib = [r["answer_children_private_mib"] for r in rows]
+    print(f"answer children (forked), private memory when sampled: max "
+          f"{max(children_mib):.0f} MiB; present in {sum(1 for v in children_mib if v)} of "
+          f"{len(rows)} samples")
     print(f"consumer lag max {max(r['consumer_lag'] for r in rows)} messages, apply lag max "
           f"{max(r['apply_lag'] for r in rows)} bundles")
     return 0 if read == producer.acked and producer.failed == 0 else 1
@@ -319,10 +366,13 @@ def sample(worker: Worker, base: str, t0: float, producer: Producer) -> dict:
     metrics_s, _, text = timed_get(f"{base}/metrics")
     events = worker.events() or {}
     body = text.decode(errors="replace")
-    ingest = children(worker.process.pid)
+    kids = children(worker.process.pid)
+    ingest = [c for c in kids if is_ingest_child(c)]
+    answering = [c for c in kids if c not in ingest]
     return {"t_s": round(t, 1), "sent": producer.sent, "read": events.get("read", -1),
             "rss_worker_mib": round(rss_mib(worker.process.pid), 1),
             "rss_ingest_mib": round(sum(rss_mib(c) for c in ingest), 1),
+            "answer_children_private_mib": round(sum(private_mib(c) for c in answering), 1),
             "consumer_lag": metric_sum(body, "kpi_consumer_lag_messages"),
             "apply_lag": metric_sum(body, "kpi_apply_lag_bundles"),
             "metrics_ms": round(metrics_s * 1000, 1)}
@@ -336,20 +386,24 @@ def write_samples(path: str, rows: list[dict]) -> None:
 
 
 def write_outputs(args: argparse.Namespace, rows: list[dict],
-                  kpis: list[tuple[float, float, int]]) -> None:
+                  kpis: list[tuple[float, float, int, float]]) -> None:
     write_samples(args.csv, rows)
-    per_minute: list[tuple[int, float, float, int]] = []
-    for minute in range(int(max(t for t, _, _ in kpis) // 60) + 1):
-        values = [s * 1000 for t, s, status in kpis if minute * 60 <= t < minute * 60 + 60
-                  and status == 200]
+    per_minute: list[tuple[int, float, float, int, float, float]] = []
+    for minute in range(int(max(t for t, *_ in kpis) // 60) + 1):
+        within = [(s, age) for t, s, status, age in kpis
+                  if minute * 60 <= t < minute * 60 + 60 and status == 200]
+        values = [s * 1000 for s, _ in within]
+        ages = [age for _, age in within if not math.isnan(age)] or [math.nan]
         if values:
             per_minute.append((minute, percentile(values, 50), percentile(values, 99),
-                               len(values)))
+                               len(values), percentile(ages, 50), percentile(ages, 99)))
     with open(args.minutes_csv, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["minute", "api_kpis_p50_ms", "api_kpis_p99_ms", "requests"])
-        for minute, p50, p99, n in per_minute:
-            writer.writerow([minute, f"{p50:.1f}", f"{p99:.1f}", n])
+        writer.writerow(["minute", "api_kpis_p50_ms", "api_kpis_p99_ms", "requests",
+                         "answer_age_p50_s", "answer_age_p99_s"])
+        for minute, p50, p99, n, age50, age99 in per_minute:
+            writer.writerow([minute, f"{p50:.1f}", f"{p99:.1f}", n, f"{age50:.1f}",
+                             f"{age99:.1f}"])
     plot(args, rows, per_minute)
 
 
@@ -359,13 +413,15 @@ def replot(args: argparse.Namespace) -> None:
         rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
     with open(args.minutes_csv, newline="") as fh:
         per_minute = [(int(r["minute"]), float(r["api_kpis_p50_ms"]),
-                       float(r["api_kpis_p99_ms"]), int(r["requests"]))
+                       float(r["api_kpis_p99_ms"]), int(r["requests"]),
+                       float(r.get("answer_age_p50_s") or "nan"),
+                       float(r.get("answer_age_p99_s") or "nan"))
                       for r in csv.DictReader(fh)]
     plot(args, rows, per_minute)
 
 
 def plot(args: argparse.Namespace, rows: list[dict],
-         per_minute: list[tuple[int, float, float, int]]) -> None:
+         per_minute: list[tuple[int, float, float, int, float, float]]) -> None:
     x = lambda r: r["t_s"] / 60  # noqa: E731
     svg_plot(Path(args.svg),
              f"Soak: {args.rate:g} events/s for {args.minutes:g} min, one worker, "
@@ -374,9 +430,15 @@ def plot(args: argparse.Namespace, rows: list[dict],
                              ("ingest child", "#ff7f0e",
                               [(x(r), r["rss_ingest_mib"]) for r in rows])]),
               ("/api/kpis (ms)", [("p50 per minute", "#2ca02c",
-                                   [(m + 0.5, p50) for m, p50, _, _ in per_minute]),
+                                   [(m + 0.5, p50) for m, p50, *_ in per_minute]),
                                   ("p99 per minute", "#d62728",
-                                   [(m + 0.5, p99) for m, _, p99, _ in per_minute])]),
+                                   [(m + 0.5, p99) for m, _, p99, *_ in per_minute])]),
+              ("answer age (s)", [("p50 per minute", "#17becf",
+                                   [(m + 0.5, a) for m, *_, a, _ in per_minute
+                                    if not math.isnan(a)]),
+                                  ("p99 per minute", "#e377c2",
+                                   [(m + 0.5, a) for m, *_, a in per_minute
+                                    if not math.isnan(a)])]),
               ("lag", [("consumer lag (messages)", "#9467bd",
                         [(x(r), r["consumer_lag"]) for r in rows]),
                        ("apply lag (bundles)", "#8c564b",
@@ -399,12 +461,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes-csv", default=str(DOCS / "soak-minutes.csv"))
     parser.add_argument("--svg", default=str(DOCS / "soak.svg"))
     parser.add_argument("--bootstrap", help="use this broker instead of starting one")
+    parser.add_argument("--answers", choices=("fork", "loop"), default="fork",
+                        help="where the worker computes its answers ([worker] answers)")
     parser.add_argument("--plot-only", action="store_true",
                         help="only draw --svg again from --csv and --minutes-csv")
     args = parser.parse_args(argv)
     if args.plot_only:
         replot(args)
         return 0
+    os.environ["KPI_WORKER_ANSWERS"] = args.answers  # the worker's config override
     with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:
         workdir = Path(tmp)
         with broker(args.bootstrap, workdir) as bootstrap:

@@ -134,6 +134,14 @@ class WorkerConfig:
     #: answers for its standby partitions (streams/replicas.py): workers − 1 lets every
     #: worker answer for the whole company.
     standby_replicas: int = 1
+    #: Where answers (/api/kpis, /api/live, /metrics) are computed (streams/answers.py):
+    #: "fork", a forked child on a snapshot of the state, the event loop free meanwhile
+    #: (POSIX); "loop", on the event loop, which must then stop applying for each.
+    answers: str = "fork"
+
+
+#: Values of ``[worker] answers``.
+ANSWER_MODES = ("fork", "loop")
 
 
 # -- access control and TLS of the web endpoints (issue 12) ---------------------------------
@@ -515,6 +523,9 @@ def _validate(config: Config) -> None:
         raise ConfigError("[topics] min_insync_replicas must be 1..replication_factor")
     if config.worker.standby_replicas < 0:
         raise ConfigError("[worker] standby_replicas must be ≥ 0")
+    if config.worker.answers not in ANSWER_MODES:
+        raise ConfigError(f"[worker] answers must be one of {', '.join(ANSWER_MODES)}, "
+                          f"not {config.worker.answers!r}")
     if not 0 <= config.worker.web_port <= 65535:
         raise ConfigError("[worker] web_port must be 0..65535")
     proto = config.kafka.security_protocol

@@ -168,6 +168,28 @@ def event_counts(cores: list[Core], calendar: Calendar, as_of: int) -> tuple[int
     return counted, not_visible
 
 
+def warm_sums(cores: list[Core], as_of: int) -> None:
+    """Make the sums a report reads and caches lazily: every complete month before ``as_of``'s
+    month, and every day of that month before ``as_of``'s day (both stay valid until a late
+    event changes them). Why: a report computed in a forked child (:mod:`streams.forked`)
+    fills these caches in the child, where they die with it; made here, in the process that
+    keeps the state, each child finds them, and only what changed since is summed again."""
+    for core in cores:
+        if not core.days:
+            continue
+        cal = core.calendar
+        today = cal.local_day(as_of)
+        month = cal.period_start_day("month", today)
+        first = cal.period_start_day("month", min(core.days))
+        if first < month:
+            _sum_days(core, first, month, Aggregate(core.width))
+        days = core.days
+        for day in range(month, today):
+            bucket = days.get(day)
+            if bucket is not None:
+                bucket.aggregate()
+
+
 def _sum_days(core: Core, first: int, end: int, total: Aggregate) -> None:
     """Add whole days ``[first, end)`` of one core, using cached month sums where possible."""
     cal = core.calendar

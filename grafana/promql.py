@@ -107,3 +107,27 @@ def named(expr: str, key: str) -> str:
     fallback = relabel(relabel(expr, label, "$1", key, "(.+)"), "__name__", "", "", "")
     return (f"({expr} * on({key}) group_left({label}) {NAME_INFO[key]}) "
             f"or ignoring({label}) {fallback}")
+
+
+def name_options(expr: str, key: str) -> str:
+    """One series per ``key`` id of ``expr``, labelled ``{key, <key>_name}``: a dropdown's options.
+
+    ``named()`` gives each id its roster name (or the id itself where the roster has none);
+    ``group by`` collapses the periods, offsets, teams… of ``expr`` to one series per id, whose
+    only labels are the id and the name, in that order (Prometheus sorts label names), so
+    Grafana's ``query_result`` line has a fixed shape that :func:`name_option_regex` reads.
+    """
+    return f"group by ({key}, {key}_name) ({named(expr, key)})"
+
+
+def name_option_regex(key: str) -> str:
+    """The variable regex that turns a :func:`name_options` line into (text=name, value=id).
+
+    Grafana prints a ``query_result`` series as ``{rep="rep-017",rep_name="Anna Schmidt"} 1 <ms>``
+    (label values unescaped) and applies the regex as JavaScript; the named groups ``text`` and
+    ``value`` become the option's text and value. The id is everything up to the first
+    ``",<key>_name="`` and the name everything up to the last ``"} `` (``[\\s\\S]``, so either
+    may hold quotes, braces or a line break; no ``s`` flag, which older Grafanas reject). The
+    pattern has no ``$``, which Grafana would read as a template variable.
+    """
+    return f'/\\{{{key}="(?<value>[\\s\\S]*?)",{key}_name="(?<text>[\\s\\S]*)"\\}} /'

@@ -22,6 +22,7 @@ from grafana_foundation_sdk.models.dashboard import (
 )
 
 from grafana.panels import DATASOURCE
+from grafana.promql import name_option_regex, name_options
 from grafana.settings import DashboardSettings
 
 TAG = "sales-kpis"
@@ -58,13 +59,28 @@ def period_variable(default: str = "month",
 
 def label_variable(name: str, label: str, description: str, query: str, *, multi: bool,
                    all_value: str | None = None) -> dash.QueryVariable:
-    """A Prometheus ``label_values(...)`` variable, refreshed when the dashboard loads."""
+    """A Prometheus query variable (``label_values(...)`` or ``query_result(...)``), refreshed
+    when the dashboard loads, sorted naturally by the text it shows."""
     variable = (dash.QueryVariable(name).label(label).description(description)
                 .datasource(DATASOURCE).query(query).refresh(VariableRefresh.ON_DASHBOARD_LOAD)
                 .sort(VariableSort.NATURAL_ASC).multi(multi).include_all(multi))
     if all_value is not None:
         variable = variable.all_value(all_value)
     return variable
+
+
+def name_variable(name: str, label: str, description: str, key: str, expr: str, *, multi: bool,
+                  all_value: str | None = None) -> dash.QueryVariable:
+    """A dropdown of the ``key`` ids (``rep`` or ``team``) of ``expr``, showing display names.
+
+    Each option's text is the roster's name and its value the id the panels filter on
+    (``query_result`` of :func:`~grafana.promql.name_options`, read by the regex of
+    :func:`~grafana.promql.name_option_regex`); an id the roster does not list is offered
+    under the id itself. Sorted by name.
+    """
+    variable = label_variable(name, label, description, f"query_result({name_options(expr, key)})",
+                              multi=multi, all_value=all_value)
+    return variable.regex(name_option_regex(key))
 
 
 def finish(builder: dash.Dashboard) -> Dashboard:

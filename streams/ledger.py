@@ -442,8 +442,12 @@ class Shard:
         owner of the partition (paused past its session timeout, then resumed) can do while
         the new owner writes the same round. Counting it again would double the counts, and
         compaction would make that permanent.
+
+        The loop runs for every entry of every start (a million with two years of state), so
+        :meth:`advance`'s two common cases are inlined, as in :meth:`take_bundle`.
         """
         advance = self.advance
+        sources = self.sources
         apply = self.core.apply
         count = 0
         for key, kind, payload, partition, offset in entries:
@@ -457,7 +461,16 @@ class Shard:
                         if who not in first or ts < first[who]:
                             first[who] = ts
                 continue
-            new = advance(key, partition, offset)
+            last = sources.get(key)
+            if last is None and partition <= _PARTITION_MASK:
+                sources[key] = (offset << _PARTITION_BITS) | partition
+                new = True
+            elif type(last) is int and last & _PARTITION_MASK == partition:
+                new = offset > last >> _PARTITION_BITS
+                if new:
+                    sources[key] = (offset << _PARTITION_BITS) | partition
+            else:
+                new = advance(key, partition, offset)
             if kind == SOURCE:
                 continue
             if kind == DUPLICATE:

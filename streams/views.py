@@ -38,7 +38,7 @@ from engine.report import build_report
 from engine.security.audience import filter_report
 from engine.security.membership import rep_teams
 from engine.timestamps import now_micros, parse_as_of
-from engine.view import event_counts
+from engine.view import event_counts, warm_sums
 from streams.access import grant_of
 from streams.answers import Busy, SharedAnswers
 from streams.metrics import WorkerMetrics
@@ -55,14 +55,16 @@ def register_views(app: faust.App, config: Config, cores: PartitionCores,
     partitions too (:mod:`streams.replicas`)."""
     calendar = Calendar(config.calendar)
     answers = SharedAnswers(counter=metrics.answers_computed,
-                            stale_counter=metrics.answers_stale)
+                            stale_counter=metrics.answers_stale, mode=config.worker.answers)
 
     @app.page("/metrics", name="kpi-metrics")
     async def prometheus_metrics(view: faust.web.View,
                                  request: faust.web.Request) -> faust.web.Response:
         """Prometheus text exposition of this worker's registry (shared: streams.answers)."""
         try:
-            body = answers.get("metrics", cores.epoch, metrics.exposition)
+            body = await answers.get("metrics", cores.epoch, metrics.exposition,
+                                     prepare=lambda: warm_sums(cores.active_cores(),
+                                                               now_micros()))
         except Busy as exc:
             return _busy(view, exc)
         return view.bytes(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -95,15 +97,16 @@ def register_views(app: faust.App, config: Config, cores: PartitionCores,
         inputs = _report_inputs(served, as_of, config)
         try:
             # The whole report is shared; each caller gets it cut to its audience.
-            report = answers.get("kpis", key, lambda: build_report(*inputs))
+            body = await answers.get("kpis", key, lambda: orjson.dumps(build_report(*inputs)),
+                                     prepare=lambda: warm_sums(inputs[0], as_of))
         except Busy as exc:
             return _busy(view, exc)
         grant = grant_of(request)
         if not grant.everything:
-            report = filter_report(report, grant, rep_teams(inputs[0], calendar, as_of),
-                                   config.auth.rep_leaderboard)
-        return view.bytes(orjson.dumps(report), content_type=JSON,
-                          headers=_partition_headers(served, missing))
+            body = orjson.dumps(filter_report(
+                orjson.loads(body), grant, rep_teams(inputs[0], calendar, as_of),
+                config.auth.rep_leaderboard))
+        return view.bytes(body, content_type=JSON, headers=_partition_headers(served, missing))
 
     @app.page("/api/events", name="kpi-events")
     async def events(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:

@@ -387,16 +387,17 @@ def register_wallboard(app: faust.App, config: Config, cores: Any, metrics: Any,
                               content_type=JSON, status=403)
         key = (getattr(cores, "epoch", 0), tuple(partitions), minutes, team,
                None if text is None or not text.strip() else as_of)
+        last_counted_at = freshness.sample()
         try:
-            body = answers.get("live", key, lambda: live_document(
-                shard_cores, calendar, config, as_of, now, minutes, team, freshness.sample(),
-                partitions, names))
+            body = await answers.get("live", key, lambda: orjson.dumps(live_document(
+                shard_cores, calendar, config, as_of, now, minutes, team, last_counted_at,
+                partitions, names)))
         except Busy as exc:
             return view.bytes(orjson.dumps({"error": str(exc)}), content_type=JSON, status=503,
                               headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
         if not grant.everything:
-            body = filter_live(body, grant, membership, config.auth.rep_leaderboard)
-        return view.bytes(orjson.dumps(body), content_type=JSON,
-                          headers={"Cache-Control": "no-cache"})
+            body = orjson.dumps(filter_live(orjson.loads(body), grant, membership,
+                                            config.auth.rep_leaderboard))
+        return view.bytes(body, content_type=JSON, headers={"Cache-Control": "no-cache"})
 
     return freshness

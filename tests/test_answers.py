@@ -7,14 +7,23 @@ The unit tests drive a clock by hand; the worker test asks a real ``kpi-engine w
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from streams.answers import Busy, SharedAnswers
+from streams.answers import Busy, SharedAnswers, in_process
 from test_ingest_e2e import worker_setup  # noqa: F401  (the fixture)
+
+
+LOOP = asyncio.new_event_loop()
+
+
+def ask(answers: SharedAnswers, endpoint: str, key, compute):
+    """One request, run to its end on the tests' loop."""
+    return LOOP.run_until_complete(answers.get(endpoint, key, compute))
 
 
 class Clock:
@@ -27,33 +36,33 @@ class Clock:
 
 def test_an_answer_is_computed_once_per_interval_and_key() -> None:
     clock, calls = Clock(), []
-    answers = SharedAnswers(interval=1.0, budget=8, clock=clock)
+    answers = SharedAnswers(interval=1.0, budget=8, clock=clock, runner=in_process)
 
     def compute(value: str):
         return lambda: calls.append(value) or value
 
-    assert [answers.get("kpis", "now", compute("a")) for _ in range(50)] == ["a"] * 50
+    assert [ask(answers, "kpis", "now", compute("a")) for _ in range(50)] == ["a"] * 50
     assert calls == ["a"]
     clock.now += 0.99
-    assert answers.get("kpis", "now", compute("b")) == "a"
+    assert ask(answers, "kpis", "now", compute("b")) == "a"
     clock.now += 0.02
-    assert answers.get("kpis", "now", compute("b")) == "b"
-    assert answers.get("kpis", 123, compute("c")) == "c"  # another key: its own answer
-    assert answers.get("metrics", "now", compute("d")) == "d"
+    assert ask(answers, "kpis", "now", compute("b")) == "b"
+    assert ask(answers, "kpis", 123, compute("c")) == "c"  # another key: its own answer
+    assert ask(answers, "metrics", "now", compute("d")) == "d"
     assert calls == ["a", "b", "c", "d"]
 
 
 def test_distinct_computations_per_interval_are_limited() -> None:
     clock = Clock()
-    answers = SharedAnswers(interval=1.0, budget=3, clock=clock)
+    answers = SharedAnswers(interval=1.0, budget=3, clock=clock, runner=in_process)
     for as_of in range(3):
-        answers.get("kpis", as_of, lambda: "x")
+        ask(answers, "kpis", as_of, lambda: "x")
     with pytest.raises(Busy) as busy:
-        answers.get("kpis", 99, lambda: "x")
+        ask(answers, "kpis", 99, lambda: "x")
     assert 0 < busy.value.retry_after <= 1.0
-    assert answers.get("kpis", 1, lambda: "not again") == "x"  # computed ones are served
+    assert ask(answers, "kpis", 1, lambda: "not again") == "x"  # computed ones are served
     clock.now += 1.0
-    assert answers.get("kpis", 99, lambda: "y") == "y"
+    assert ask(answers, "kpis", 99, lambda: "y") == "y"
 
 
 class Counted:
@@ -83,13 +92,13 @@ def test_expensive_answers_take_at_most_their_share_of_the_loop() -> None:
         return compute
 
     answers = SharedAnswers(interval=1.0, budget=8, clock=clock, share=0.25, credit=1.0,
-                            timer=clock, stale_counter=stale, counter=computed)
+                            runner=in_process, timer=clock, stale_counter=stale, counter=computed)
     start, spent, served, refused = clock.now, 0.0, 0, 0
     while clock.now - start < 600:
         for endpoint in ("kpis", "metrics"):
             before = clock.now
             try:
-                answers.get(endpoint, "now", costing(2.0, endpoint))
+                ask(answers, endpoint, "now", costing(2.0, endpoint))
                 served += 1
             except Busy as exc:
                 assert exc.retry_after > 0
@@ -119,16 +128,16 @@ def test_a_request_without_any_answer_waits_for_the_credit() -> None:
         return compute
 
     answers = SharedAnswers(interval=1.0, budget=8, clock=clock, share=0.25, credit=1.0,
-                            timer=clock)
+                            runner=in_process, timer=clock)
     # credit 1 - 3 = -2 s owed; the share accrues over all the time, the 3 s included
-    assert answers.get("kpis", "now", costing(3.0)) == "x"
+    assert ask(answers, "kpis", "now", costing(3.0)) == "x"
     clock.now += 1.0  # -2 + 0.25 * (3 + 1) = -1 s
-    assert answers.get("kpis", "now", costing(3.0)) == "x"  # the kept one, stale, not computed
+    assert ask(answers, "kpis", "now", costing(3.0)) == "x"  # the kept one, stale, not computed
     with pytest.raises(Busy) as busy:
-        answers.get("kpis", "2026-01-01", costing(3.0))
+        ask(answers, "kpis", "2026-01-01", costing(3.0))
     assert busy.value.retry_after == pytest.approx(1 / 0.25)
     clock.now += 4.01
-    assert answers.get("kpis", "2026-01-01", costing(0.1)) == "x"  # paid back: computed
+    assert ask(answers, "kpis", "2026-01-01", costing(0.1)) == "x"  # paid back: computed
 
 
 def test_cheap_answers_never_wait_for_the_share() -> None:
@@ -136,14 +145,14 @@ def test_cheap_answers_never_wait_for_the_share() -> None:
     are computed every time up to the per-interval limit, never refused for the share."""
     clock = Clock()
     answers = SharedAnswers(interval=1.0, budget=8, clock=clock, share=0.25, credit=1.0,
-                            timer=clock)
+                            runner=in_process, timer=clock)
 
     def costing() -> str:
         clock.now += 0.01
         return "x"
 
     for step in range(200):
-        answers.get("kpis", step // 20 * 1000 + step % 5, costing)
+        ask(answers, "kpis", step // 20 * 1000 + step % 5, costing)
         clock.now += 0.05
 
 

@@ -52,6 +52,7 @@ def test_config_file_from_the_environment_variable(tmp_path: Path):
     ({"kafka": {"security_protocol": "TLS"}}, "security_protocol"),
     ({"topics": {"partitions": 0}}, "partitions"),
     ({"worker": {"web_port": 70000}}, "web_port"),
+    ({"worker": {"answers": "thread"}}, r"\[worker\] answers must be one of fork, loop"),
     ({"calendr": {}}, "unknown config section"),
     ({"targets": [{"kpi": "revenue_won", "period": "month"}]}, "missing 'value'"),
     ({"targets": [{"kpi": "revenue", "period": "month", "value": 1}]}, "unknown"),

@@ -37,6 +37,7 @@ from typing import Any
 import pytest
 
 from engine.kafka_local import free_port
+from grafana_variables import variable_options
 from pipeline_traffic import pipeline_events, stages_toml, write_events
 from prometheus_server import Prometheus, require_binary
 from test_grafana_dashboards import SUBSTITUTIONS, load, panel_exprs, variables
@@ -247,15 +248,19 @@ def substitute(expr: str, values: dict[str, str]) -> str:
 def choose(prometheus: Prometheus, dashboard: dict, exprs: list[tuple[str, str]],
            base: dict[str, str]) -> dict[str, str]:
     """Grafana's choice of the query variables, in order: for a single-value variable the
-    first value with which every panel query using it has data, for a multi-value one all."""
+    first value with which every panel query using it has data, for a multi-value one all.
+    The rep and team dropdowns show the roster's names, or the id where there is none."""
     values = dict(base)
     for var in variables(dashboard):
         if var["type"] != "query":
             continue
         name = var["name"]
-        m = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", var["query"])
-        options = prometheus.label_values(substitute(m.group(1), values), m.group(2))
-        assert options, f"variable {name}: no values"
+        shown = variable_options(prometheus, var, substitute(var["query"], values))
+        assert shown, f"variable {name}: no values"
+        wanted = {"rep": ROSTER_REPS, "team": ROSTER_TEAMS}.get(name, {})
+        misnamed = [(text, value) for text, value in shown if text != wanted.get(value, value)]
+        assert not misnamed, f"variable {name}: options misnamed: {misnamed}"
+        options = [value for _, value in shown]
         if var.get("multi"):
             values[name] = "(" + "|".join(options) + ")"
             continue

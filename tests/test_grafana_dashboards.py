@@ -26,7 +26,13 @@ if str(ROOT) not in sys.path:
 
 from engine.config import Config, config_from_mapping  # noqa: E402
 from grafana import build  # noqa: E402
-from grafana.promql import NAME_INFO, WINDOWS, named  # noqa: E402
+from grafana.promql import (  # noqa: E402
+    NAME_INFO,
+    WINDOWS,
+    name_option_regex,
+    name_options,
+    named,
+)
 from grafana.settings import DashboardSettings  # noqa: E402
 
 DASHBOARDS_DIR = ROOT / "grafana" / "dashboards"
@@ -88,16 +94,23 @@ def panel_exprs(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
             for p in data_panels(dashboard) for t in p.get("targets", [])]
 
 
+def variable_query(variable: dict[str, Any]) -> tuple[str, str, str | None]:
+    """``("label_values", selector, label)`` or ``("query_result", expr, None)``: the two
+    Prometheus variable queries the dashboards use."""
+    query = variable["query"]
+    m = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", query)
+    if m:
+        return "label_values", m.group(1), m.group(2)
+    m = re.fullmatch(r"query_result\((.+)\)", query, flags=re.DOTALL)
+    assert m, f"variable {variable['name']}: expected label_values or query_result: {query}"
+    return "query_result", m.group(1), None
+
+
 def variable_exprs(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
-    """(where, series selector) of every ``label_values(selector, label)`` variable."""
-    out = []
-    for v in variables(dashboard):
-        if v["type"] != "query":
-            continue
-        m = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", v["query"])
-        assert m, f"variable {v['name']}: expected label_values(selector, label): {v['query']}"
-        out.append((f"variable {v['name']}", m.group(1)))
-    return out
+    """(where, PromQL) of every query variable: a ``label_values`` selector or the expression
+    of a ``query_result``."""
+    return [(f"variable {v['name']}", variable_query(v)[1])
+            for v in variables(dashboard) if v["type"] == "query"]
 
 
 def substitute(expr: str) -> str:
@@ -249,14 +262,34 @@ def test_kpi_panels_say_their_window_is_the_engines(name: str):
 
 def test_sales_manager_variables_narrow_reps_to_teams():
     by_name = {v["name"]: v for v in variables(load("sales-manager.json"))}
-    assert by_name["team"]["query"] == 'label_values(kpi:leads_created{scope="team"}, team)'
+    teams = name_options('kpi:leads_created{scope="team"}', "team")
+    assert by_name["team"]["query"] == f"query_result({teams})"
     assert by_name["team"]["multi"] and by_name["team"]["includeAll"]
-    assert by_name["rep"]["query"].startswith("label_values(")
-    assert "$team" in by_name["rep"]["query"]
+    assert by_name["team"]["allValue"] == ".*"
+    reps = name_options('kpi_rep_contributions{team=~"$team"}', "rep")
+    assert by_name["rep"]["query"] == f"query_result({reps})"
     assert by_name["rep"]["multi"]
     exprs = " ".join(e for _, e in panel_exprs(load("sales-manager.json")))
     assert 'team=~"$team"' in exprs and 'rep=~"$rep"' in exprs
     assert 'kpi:events:rate5m{type="activity.logged"' in exprs
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_rep_and_team_dropdowns_offer_names_with_ids_as_values(name: str):
+    """The ``rep`` and ``team`` variables read the roster-name join (unlisted ids kept) and
+    split each line into text (the name) and value (the id) with named regex groups;
+    tests/test_names_prometheus.py runs them against Prometheus the way Grafana does."""
+    for v in variables(load(name)):
+        if v["name"] not in ("rep", "team"):
+            continue
+        key = v["name"]
+        kind, expr, _ = variable_query(v)
+        assert kind == "query_result", (name, key, v["query"])
+        assert expr.startswith(f"group by ({key}, {key}_name) (("), (name, expr)
+        assert NAME_INFO[key] in expr and f"or ignoring({key}_name)" in expr, (name, expr)
+        assert v["regex"] == name_option_regex(key)
+        assert "(?<text>" in v["regex"] and "(?<value>" in v["regex"]
+        assert "$" not in v["regex"]  # Grafana would interpolate it as a variable
 
 
 def test_rep_dashboard_is_one_rep_against_their_targets():

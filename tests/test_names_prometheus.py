@@ -10,6 +10,8 @@ recording rules; the dashboards' own join (the string the generator writes) is q
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, start_http_server
 
+import grafana_variables
 import prometheus_server
 from engine.collector import KpiCollector
 from engine.config import load_config
@@ -24,7 +27,7 @@ from engine.people.metrics import RosterCollector
 from engine.people.roster import Person, Roster, load_roster
 from engine.replay import replay_file
 from engine.timestamps import parse_instant
-from grafana.promql import named, sel
+from grafana.promql import name_option_regex, name_options, named, sel
 from prometheus_server import Prometheus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +39,7 @@ pytestmark = [
     pytest.mark.skipif(prometheus_server.BINARY is None, reason=prometheus_server.NOT_INSTALLED),
 ]
 
-# rep-188 and rep-zoë.müller are named; every other rep of the example is not in the roster.
+# rep-188, rep-zoë.müller and rep-012 are named; every other rep of the example is not in the roster.
 # Team dach is named, the others are not.
 ROSTER = """
 [teams]
@@ -51,8 +54,15 @@ name = "Anna Schmidt"
 rep_id = "rep-zoë.müller"
 team_id = "nordics"
 name = "Zoë Müller"
+
+[[people]]
+rep_id = "rep-012"
+team_id = "france"
+name = 'Jean "JJ" {Dupont}"} 2'
 """
-NAMED_REPS = {"rep-188": "Anna Schmidt", "rep-zoë.müller": "Zoë Müller"}
+# rep-012's name holds what the dropdowns' regex splits lines on: quotes, braces, '"} '.
+NAMED_REPS = {"rep-188": "Anna Schmidt", "rep-zoë.müller": "Zoë Müller",
+              "rep-012": 'Jean "JJ" {Dupont}"} 2'}
 NAMED_TEAMS = {"dach": "DACH Enterprise"}
 
 
@@ -150,6 +160,60 @@ def test_the_dashboards_rep_and_team_queries_show_names(prometheus) -> None:
     assert found >= 10
 
 
+# The dropdowns, and the ids each must offer (read here from the bare KPI series).
+DROPDOWNS = [
+    ("rep.json", "rep", 'kpi:activities{scope="rep"}'),
+    ("sales-manager.json", "team", 'kpi:leads_created{scope="team"}'),
+    ("sales-manager.json", "rep", "kpi_rep_contributions"),
+]
+
+
+def _variable(name: str, key: str) -> dict:
+    dashboard = json.loads((ROOT / "grafana" / "dashboards" / name).read_text(encoding="utf-8"))
+    (variable,) = [v for v in dashboard["templating"]["list"] if v["name"] == key]
+    return variable
+
+
+@pytest.mark.parametrize(("name", "key", "ids_of"), DROPDOWNS)
+def test_the_dropdowns_show_names_and_keep_ids_as_values(prometheus, name: str, key: str,
+                                                         ids_of: str) -> None:
+    """The committed variable's query run in Prometheus and its regex applied as Grafana does
+    (JavaScript, in node when installed): one option per id, its text the roster name or, for
+    an id the roster does not list, the id; its value always the id."""
+    variable = _variable(name, key)
+    query = variable["query"].replace("$team", ".*")  # the team dropdown set to All (".*")
+    options = grafana_variables.variable_options(prometheus, variable, query)
+    ids = set(prometheus.label_values(ids_of, key))
+    wanted = NAMED_REPS if key == "rep" else NAMED_TEAMS
+    assert ids & set(wanted) and ids - set(wanted), "the example must have named and unnamed"
+    assert sorted(value for _, value in options) == sorted(ids)  # each id once, none lost
+    for text, value in options:
+        assert text == wanted.get(value, value), (text, value)
+
+
+def test_the_rep_dropdown_follows_the_chosen_teams(prometheus) -> None:
+    """``$team`` narrows the reps, as Grafana substitutes a multi-value choice: ``(a|b)``."""
+    variable = _variable("sales-manager.json", "rep")
+    options = grafana_variables.variable_options(
+        prometheus, variable, variable["query"].replace("$team", "(dach|france)"))
+    ids = set(prometheus.label_values('kpi_rep_contributions{team=~"dach|france"}', "rep"))
+    assert ids < set(prometheus.label_values("kpi_rep_contributions", "rep"))
+    assert {value for _, value in options} == ids
+    assert ("Anna Schmidt", "rep-188") in options and ("rep-016", "rep-016") in options
+
+
+@pytest.mark.skipif(grafana_variables.NODE is None, reason="node is not installed")
+def test_the_python_reading_of_the_regex_agrees_with_javascript(prometheus) -> None:
+    """Where node is missing the tests read the regex in Python; both must give one answer."""
+    variable = _variable("sales-manager.json", "rep")
+    m = re.fullmatch(r"query_result\((.+)\)", variable["query"].replace("$team", ".*"),
+                     flags=re.DOTALL)
+    result = prometheus.query(m.group(1))
+    assert len(result) > 10
+    assert (sorted(grafana_variables.options_with_node(variable["regex"], result))
+            == sorted(grafana_variables.options_with_python(variable["regex"], result)))
+
+
 def test_a_renamed_rep_exported_under_two_names_still_joins(tmp_path: Path) -> None:
     """A rolling restart with a new roster: one exporter says "Anna Schmidt", the other
     "Anna Weber". A bare group_left would fail (many-to-many); the dashboards' join shows the
@@ -170,6 +234,12 @@ def test_a_renamed_rep_exported_under_two_names_still_joins(tmp_path: Path) -> N
             assert len(result) == 1
             assert result[0]["metric"]["rep_name"] in ("Anna Schmidt", "Anna Weber")
             assert float(result[0]["value"][1]) == 42
+            # The dropdown offers her once, under one of the two names.
+            options = grafana_variables.variable_options(
+                prom, {"name": "rep", "regex": name_option_regex("rep")},
+                f"query_result({name_options(kpi, 'rep')})")
+            assert len(options) == 1 and options[0][1] == "rep-1"
+            assert options[0][0] in ("Anna Schmidt", "Anna Weber")
     finally:
         for server, thread, _ in servers:
             server.shutdown()

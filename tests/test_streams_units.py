@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import Counter
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -247,6 +248,43 @@ def test_memory_store_records_are_found_by_the_partition_in_their_key(tmp_path) 
     for partition in range(3):
         found = {key for key, _ in worker.table.stored_items(partition)}
         assert found == {k for k in keys if ledger_partition(k) == partition}
+        assert set(worker.table.stored_keys(partition)) == found
+        assert {key for key, _ in worker.table.live_items(partition)} == found
+
+
+def test_restore_takes_sources_and_markers_exactly_as_advance_judges_them() -> None:
+    """:meth:`Shard.restore` inlines :meth:`Shard.advance`: random markers and source entries
+    (repeats, older offsets, several input partitions per key, partitions beyond the packed
+    range) must leave the sources and counts that ``advance`` entry by entry leaves."""
+    rng = random.Random(5)
+    entries = []
+    for _ in range(20_000):
+        k = rng.randrange(40)
+        key = f"K{k}"
+        if k < 20:  # one input partition per key (the usual case, kept packed in one int)
+            partition = k % 4
+        elif k < 30:  # several
+            partition = rng.choice((0, 1, 2, 3))
+        else:  # beyond the packed range, alone or with others
+            partition = rng.choice((70_000, 70_000, 1)) if k < 35 else 70_001
+        offset = rng.randrange(300)
+        kind = rng.choice(("duplicate", "invalid", "source"))
+        payload = {"duplicate": "e1", "invalid": rng.choice(("too_large", "malformed_json")),
+                   "source": None}[kind]
+        entries.append([key, kind, payload, partition, offset])
+    restored = Shard(Core(Config().calendar))
+    assert restored.restore(entries) == len(entries)
+    expected = Shard(Core(Config().calendar))
+    for key, kind, payload, partition, offset in entries:
+        new = expected.advance(key, partition, offset)
+        if kind == "duplicate":
+            expected.duplicates += new
+        elif kind == "invalid" and new:
+            expected.invalid[payload] += 1
+    assert restored.sources == expected.sources
+    assert any(type(last) is dict for last in restored.sources.values())
+    assert (restored.duplicates, restored.invalid) == (expected.duplicates, expected.invalid)
+    assert 0 < restored.duplicates < 7_000 and 0 < sum(restored.invalid.values()) < 7_000
 
 
 def test_ledger_keys_sort_in_write_order() -> None:
@@ -257,6 +295,30 @@ def test_partition_for_key_is_stable_and_spreads_keys() -> None:
     counts = Counter(partition_for_key(f"D|deal-{i}".encode(), 4) for i in range(4000))
     assert set(counts) == {0, 1, 2, 3} and min(counts.values()) > 800
     assert partition_for_key(b"L|lead-1", 4) == 3  # a change would move state: see topics.py
+
+
+def test_a_workers_shards_share_one_calendar_and_still_equal_one_core() -> None:
+    """One calendar (its local-day memo) for every shard: what the shards answer together is
+    what one core fed every event answers."""
+    config = Config()
+    cores = PartitionCores(config)
+    shards = [cores.new_shard() for _ in range(3)]
+    assert shards[0].core.calendar is shards[1].core.calendar is cores.calendar
+    single = Core(config.calendar)
+    now = datetime.now(timezone.utc)
+    for day in range(0, 400, 7):
+        for offset, event in enumerate(_sample_events(now - timedelta(days=day))):
+            event.event_id = f"{day}-{event.event_id}"
+            for item in _items(event, 0, day * 10 + offset):
+                shards[partition_for_key(item[0].encode(), 3)].take(item)
+            single.apply(_event_copy(event))
+    as_of = now_micros()
+    assert build_report([s.core for s in shards], as_of, config, {"duplicate": 0}) == \
+        build_report([single], as_of, config, {"duplicate": 0})
+
+
+def _event_copy(event: Event) -> Event:
+    return Event(*event_to_row(event))
 
 
 def test_a_rebalance_drops_shards_of_lost_partitions_and_clears_readiness() -> None:

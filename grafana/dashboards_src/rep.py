@@ -21,7 +21,7 @@ from grafana.panels import (
 )
 from grafana.promql import TREND_NOTE, sel, window_note
 from grafana.settings import DashboardSettings
-from grafana.skeleton import finish, label_variable, new_dashboard, period_variable
+from grafana.skeleton import finish, name_variable, new_dashboard, period_variable
 
 UID = "kpi-rep"
 P = "$period"
@@ -39,9 +39,10 @@ def build(settings: DashboardSettings) -> Dashboard:
         new_dashboard(UID, "Sales rep",
                       "One rep: today's activities, pipeline, wins and attainment against "
                       "the rep's targets.", settings, refresh="1m", time_from="now-7d")
-        .with_variable(label_variable(
-            "rep", "Rep", "Reps the engine lists (rep scope of kpi:activities).",
-            'label_values(kpi:activities{scope="rep"}, rep)', multi=False))
+        .with_variable(name_variable(
+            "rep", "Rep", "Reps the engine lists (rep scope of kpi:activities), by their roster "
+            "names; a rep the roster does not list is shown by id.",
+            "rep", 'kpi:activities{scope="rep"}', multi=False))
         .with_variable(period_variable("month"))
 
         .with_row(row("Today"))

@@ -12,7 +12,7 @@ from grafana_foundation_sdk.models.dashboard import Dashboard
 from grafana.panels import Q, big_number, joined_table, matrix_table, ranking, row, trend
 from grafana.promql import TREND_NOTE, Re, named, ratio_of_sums, relabel, sel, window_note
 from grafana.settings import DashboardSettings
-from grafana.skeleton import finish, label_variable, new_dashboard, period_variable
+from grafana.skeleton import finish, name_variable, new_dashboard, period_variable
 
 UID = "kpi-sales-manager"
 P = "$period"
@@ -45,13 +45,15 @@ def build(settings: DashboardSettings) -> Dashboard:
                       "sales velocity and cycle length, pipeline created, and the rep "
                       "leaderboard, for the chosen teams and reps.", settings,
                       refresh="30s", time_from="now-24h")
-        .with_variable(label_variable(
-            "team", "Team", "Teams the engine lists (team scope of kpi:leads_created).",
-            'label_values(kpi:leads_created{scope="team"}, team)', multi=True, all_value=".*"))
-        .with_variable(label_variable(
+        .with_variable(name_variable(
+            "team", "Team", "Teams the engine lists (team scope of kpi:leads_created), by their "
+            "roster names; a team the roster does not name is shown by id.",
+            "team", 'kpi:leads_created{scope="team"}', multi=True, all_value=".*"))
+        .with_variable(name_variable(
             "rep", "Rep", "Reps with contributions in the chosen teams (kpi_rep_contributions "
-            "carries both the team and the rep).",
-            'label_values(kpi_rep_contributions{team=~"$team"}, rep)', multi=True))
+            "carries both the team and the rep), by their roster names; a rep the roster does "
+            "not list is shown by id.",
+            "rep", 'kpi_rep_contributions{team=~"$team"}', multi=True))
         .with_variable(period_variable("month"))
 
         .with_row(row("Today"))
