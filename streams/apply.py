@@ -202,7 +202,9 @@ class Apply:
         if errors:
             self.metrics.apply_errors.inc(errors)
         self.heap.grew(sum(map(len, entries_of.values())))
-        return {partition: (ledger_key(partition, last_offset[partition]), orjson.dumps(entries))
+        epochs = self.table.epochs  # the writer's epoch, in the key (streams.fencing)
+        return {partition: (ledger_key(partition, last_offset[partition],
+                                       epochs.get(partition, 0)), orjson.dumps(entries))
                 for partition, entries in entries_of.items() if entries}
 
     def _shard_if_owned(self, partition: int) -> Shard | None:

@@ -68,6 +68,11 @@ forgotten key that comes back is dead-lettered, never counted again. Decisions:
   records are all still there) or old records not yet deleted (ignored: superseded, and deleted
   by the next pass); never both counted.
 
+Every key also names its writer's *epoch* (``|e<n>`` at its end; none: 0), and a partition's
+ledger holds *fence* records (``p|<from>|f<n>``) written by each new owner before its first
+round: a record of an older epoch covering bundles from a fence's ``from`` on was written by a
+zombie owner and is read by nobody (:mod:`streams.fencing`, :func:`live_keys`).
+
 Nothing here does I/O; :mod:`streams.apply` and :mod:`streams.ingest` move the bytes.
 """
 
@@ -83,6 +88,8 @@ from engine.core import Core
 from engine.event import Event
 from engine.retention import bucket_key_expired, evict
 from engine.routing import ASPECT_PRIMARY, routes
+from streams.fencing import is_fenced, is_fence
+from streams.fencing import parse as parse_key
 from streams.logsafe import exception_summary
 
 log = logging.getLogger(__name__)
@@ -133,30 +140,50 @@ def encode_bundle(items: list[bytes]) -> bytes:
     return b"[" + b",".join(items) + b"]"
 
 
-def ledger_key(partition: int, last_bundle_offset: int) -> bytes:
+def ledger_key(partition: int, last_bundle_offset: int, epoch: int = 0) -> bytes:
     """The key of a ledger record: unique, and in write order within the partition.
 
     Only a round that takes something new writes a record, and everything up to its last
     bundle was taken by the rounds before it, so a later record always has a higher offset.
+    ``epoch``: the writer's (:mod:`streams.fencing`; 0, the ledgers before fencing, is left
+    out of the key).
     """
+    if epoch:
+        return b"%d|%020d|e%d" % (partition, last_bundle_offset, epoch)
     return b"%d|%020d" % (partition, last_bundle_offset)
 
 
-def compacted_key(partition: int, upto: int, horizon: int, part: int, parts: int) -> bytes:
+def compacted_key(partition: int, upto: int, horizon: int, part: int, parts: int,
+                  epoch: int = 0) -> bytes:
     """The key of part ``part`` of ``parts`` of a compacted record (see the module docstring)."""
-    return b"%d|%020d|r%020d|%d|%d" % (partition, upto, horizon, part, parts)
+    key = b"%d|%020d|r%020d|%d|%d" % (partition, upto, horizon, part, parts)
+    return key + b"|e%d" % epoch if epoch else key
 
 
-def live_keys(keys: Iterable[bytes]) -> set[bytes]:
-    """The ledger keys a restore reads: the newest complete compaction and the records after it."""
-    plain: dict[bytes, int] = {}
-    compactions: dict[tuple[int, int, int], list[bytes]] = {}
+def live_keys(keys: Iterable[bytes], fenced: list[bytes] | None = None) -> set[bytes]:
+    """The ledger keys a restore reads: the newest complete compaction and the records after it,
+    leaving out fence records and the records they fence (:mod:`streams.fencing`, which are
+    appended to ``fenced`` when given)."""
+    parsed = []
+    fences = []
     for key in keys:
-        fields = key.split(b"|")
-        if len(fields) == 2:
-            plain[key] = int(fields[1])
+        kind, offset, epoch = parse_key(key)
+        if kind == "fence":
+            fences.append((epoch, offset))
         else:
-            compactions.setdefault((int(fields[1]), int(fields[2][1:]), int(fields[4])),
+            parsed.append((key, kind, offset, epoch))
+    plain: dict[bytes, int] = {}
+    compactions: dict[tuple[int, int, int, int], list[bytes]] = {}
+    for key, kind, offset, epoch in parsed:
+        if fences and is_fenced(epoch, offset, fences):
+            if fenced is not None:
+                fenced.append(key)
+            continue
+        if kind == "plain":
+            plain[key] = offset
+        else:
+            fields = key.split(b"|")
+            compactions.setdefault((offset, int(fields[2][1:]), int(fields[4]), epoch),
                                    []).append(key)
     complete = [group for group, parts in compactions.items() if len(parts) == group[2]]
     if not complete:
@@ -171,7 +198,8 @@ def key_offset(key: bytes) -> int:
 
 
 def compact(shard: Shard, records: list[tuple[bytes, bytes]], partition: int, horizon: int,
-            max_bytes: int) -> tuple[list[tuple[bytes, bytes]], list[bytes]] | None:
+            max_bytes: int, epoch: int = 0
+            ) -> tuple[list[tuple[bytes, bytes]], list[bytes]] | None:
     """The compacted record parts replacing ``records`` (a partition's stored records), and the
     keys to delete; ``None`` when there is nothing to forget or fold.
 
@@ -179,7 +207,7 @@ def compact(shard: Shard, records: list[tuple[bytes, bytes]], partition: int, ho
     ``shard.sources``. Only :func:`live_keys` records are read (others are superseded).
     :class:`Compaction` does the same a few records at a time.
     """
-    compaction = Compaction(shard, partition, horizon, max_bytes)
+    compaction = Compaction(shard, partition, horizon, max_bytes, epoch)
     live = live_keys(key for key, _ in records)
     for key, value in records:
         compaction.feed(key, value, key in live)
@@ -196,10 +224,15 @@ class Compaction:
     """
 
     __slots__ = ("shard", "partition", "horizon", "max_bytes", "keep", "kept", "marked",
-                 "duplicates", "invalid", "changed", "keys", "taken")
+                 "duplicates", "invalid", "changed", "keys", "taken", "epoch", "upto")
 
-    def __init__(self, shard: Shard, partition: int, horizon: int, max_bytes: int) -> None:
+    def __init__(self, shard: Shard, partition: int, horizon: int, max_bytes: int,
+                 epoch: int = 0) -> None:
         self.shard = shard
+        self.epoch = epoch  # the writer's (streams.fencing)
+        #: the highest bundle offset of a live record fed: a fenced record's must not count
+        #: (the owner's later rounds below it would not be live after the compaction)
+        self.upto = -1
         self.partition = partition
         self.horizon = horizon
         self.max_bytes = max_bytes
@@ -215,11 +248,15 @@ class Compaction:
         self.taken: dict[tuple[str, int], int] = {}
 
     def feed(self, key: bytes, value: bytes, live: bool) -> None:
-        """One stored record; ``live``: whether :func:`live_keys` reads it."""
+        """One stored record; ``live``: whether :func:`live_keys` reads it. Fence records are
+        kept as they are (they fence records written after the compaction too)."""
+        if is_fence(key):
+            return
         self.keys.append(key)
         if not live:
             self.changed += 1
             return
+        self.upto = max(self.upto, key_offset(key))
         keep = self.keep
         for entry in orjson.loads(value):
             route_key, kind, payload = entry[0], entry[1], entry[2]
@@ -249,7 +286,7 @@ class Compaction:
 
     def finish(self) -> tuple[list[tuple[bytes, bytes]], list[bytes]] | None:
         """The record parts and the keys they replace; ``None`` if nothing changed."""
-        if not self.changed or not self.keys:
+        if not self.changed or not self.keys or self.upto < 0:
             return None
         sources = self.shard.sources
         kept = self.kept
@@ -273,9 +310,10 @@ class Compaction:
                 size = 1
             groups[-1].append(item)
             size += len(item) + 1
-        upto = max(key_offset(key) for key in self.keys)
-        parts = [(compacted_key(self.partition, upto, self.horizon, i, len(groups)),
-                  encode_bundle(group)) for i, group in enumerate(groups)]
+        upto = self.upto
+        parts = [(compacted_key(self.partition, upto, self.horizon, i, len(groups),
+                                self.epoch), encode_bundle(group))
+                 for i, group in enumerate(groups)]
         old = list(self.keys)
         if {key for key, _ in parts} & set(old):
             return None  # the same compaction again (same horizon, nothing new)

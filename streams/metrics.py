@@ -63,6 +63,11 @@ class WorkerMetrics:
                                "Bundle items skipped because the same input message was "
                                "already taken: work redone after a crash or rebalance.",
                                registry=r)
+        self.ledger_fenced = Counter(
+            "kpi_ledger_fenced_records_total",
+            "Ledger records ignored because an older owner of the partition wrote them after "
+            "a newer one had fenced it (a zombie owner; streams.fencing), each counted once "
+            "per worker process.", registry=r)
         self.answers_computed = Counter(
             "kpi_answers_computed_total",
             "Answers of /api/kpis, /api/events, /api/live and /metrics computed (each is "

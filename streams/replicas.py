@@ -42,6 +42,8 @@ import orjson
 from faust.types import TP
 
 from engine.core import Core
+from streams.fencing import Fence, fences_of, is_fence, is_fenced
+from streams.fencing import parse as parse_key
 from streams.ledger import Shard, live_keys
 from streams.tables import REBUILD_YIELD_EVERY, LedgerTable, PartitionCores, restore_shard
 
@@ -51,6 +53,9 @@ log = logging.getLogger(__name__)
 REFRESH_SECONDS = 1.0
 #: How long reading the end offsets may take before the last ones read are kept (seconds).
 END_OFFSETS_TIMEOUT_SECONDS = 5.0
+#: Checks in a row in which a replica is behind its end although the consumer has fetched up
+#: to it, before its records are read again (:meth:`Replicas.reread_dropped`).
+DROPPED_CHECKS = 3
 
 
 class Replicas:
@@ -73,6 +78,10 @@ class Replicas:
         #: restoring a record twice is harmless, Shard.restore)
         self._arrived: dict[int, list[bytes]] = {}
         self._restart: set[int] = set()  # a compaction arrived during the rebuild
+        #: standby partition -> the fences among its records (streams.fencing)
+        self.fences: dict[int, list[Fence]] = {}
+        #: standby partition -> checks in a row it looked dropped (reread_dropped)
+        self._dropped: dict[int, int] = {}
         table.on_changelog_record = self.take
 
     def standbys(self) -> set[int]:
@@ -94,6 +103,7 @@ class Replicas:
         records = self.records.get(p)
         if records is None:
             records = self.records[p] = dict(self.table.stored_items(p))
+            self.fences[p] = fences_of(records)
             self.dirty.add(p)
         self.applied[p] = max(self.applied.get(p, 0), message.offset + 1)
         key, value = message.key, message.value
@@ -101,7 +111,15 @@ class Replicas:
             records.pop(key, None)
         else:
             records[key] = value
-        reshaped = value is None or b"|r" in key
+        fence = value is not None and is_fence(key)
+        if fence:
+            self.fences.setdefault(p, []).extend(fences_of((key,)))
+        elif value is not None:
+            _, offset, epoch = parse_key(key)
+            if is_fenced(epoch, offset, self.fences.get(p, ())):
+                self.table.fenced.note((key,))
+                return  # a zombie's record: read by nobody (streams.fencing)
+        reshaped = value is None or fence or b"|r" in key
         if p in self._arrived:
             if reshaped:
                 self._restart.add(p)
@@ -123,12 +141,15 @@ class Replicas:
         standbys = self.standbys()
         for p in [p for p in self.records if p not in standbys]:
             self.records.pop(p, None)
+            self.fences.pop(p, None)
+            self._dropped.pop(p, None)
             self.shards.pop(p, None)
             self.applied.pop(p, None)
         for p in sorted(standbys - set(self.records)):
             # Nothing read for it yet: the local store holds it up to where Faust reads on
             # (e.g. a partition this worker owned before), and later records pass take().
             self.records[p] = dict(self.table.stored_items(p))
+            self.fences[p] = fences_of(self.records[p])
             self.applied[p] = self._stored_upto(p)
             self.dirty.add(p)
         self.dirty &= set(self.records)
@@ -176,6 +197,54 @@ class Replicas:
         for tp, end in ends.items():
             if end is not None and end >= 0:
                 self.ends[tp.partition] = end
+        await self.reread_dropped(standbys)
+
+    async def reread_dropped(self, standbys: set[int]) -> None:
+        """Read a standby partition again from the first record its replica lacks when the
+        consumer has fetched up to the partition's end and the replica still lacks records,
+        :data:`DROPPED_CHECKS` checks in a row.
+
+        Why: Faust can drop standby records it fetched (its changelog queue is cleared when
+        its flow resumes, :mod:`streams.standby_flow`; seen too with the flow never suspended
+        in the window, cause not pinned down), and seeks standby partitions only when the next
+        recovery starts. The replica then stays behind, *missing*, until the owner writes again
+        (at the end of a stream, for good). Reading again is harmless: a record at an offset
+        never changes, and the store and the replica take it again as they took it first.
+        """
+        consumer = self.table.app.consumer
+        topic = self.table.changelog_topic_name
+        for p in sorted(standbys):
+            end = self.ends.get(p)
+            applied = self.applied.get(p)
+            if end is None or applied is None or applied >= end:
+                self._dropped.pop(p, None)
+                continue
+            tp = TP(topic, p)
+            try:
+                position = await asyncio.wait_for(consumer.position(tp),
+                                                  END_OFFSETS_TIMEOUT_SECONDS)
+            except Exception:  # a rebalance, the broker away: the next check tries again
+                self._dropped.pop(p, None)
+                continue
+            if position is None or position < end:
+                self._dropped.pop(p, None)  # still fetching
+                continue
+            checks = self._dropped[p] = self._dropped.get(p, 0) + 1
+            if checks < DROPPED_CHECKS:
+                continue
+            self._dropped.pop(p, None)
+            log.warning("replica of partition %d: its records from offset %d were fetched "
+                        "(up to %d) but never reached it; reading them again", p, applied,
+                        position)
+            # Faust's recovery skips offsets up to the last it applied for the partition; if it
+            # did apply them (the replica did not get them), it must take them again
+            offsets = self.table.app.tables.recovery.standby_offsets
+            if tp in offsets and offsets[tp] is not None and offsets[tp] >= applied:
+                offsets[tp] = applied - 1
+            try:
+                await consumer.seek(tp, applied)
+            except Exception:  # not assigned any more: the next recovery seeks it anyway
+                log.exception("replica of partition %d: cannot read it again", p)
 
     def current(self, p: int) -> bool:
         """Whether the replica of ``p`` has applied its changelog up to the last end read."""
@@ -187,7 +256,9 @@ class Replicas:
         if records is None:
             return None
         snapshot = sorted(records.items())  # ledger keys sort in write order
-        live = live_keys(key for key, _ in snapshot)
+        fenced: list[bytes] = []
+        live = live_keys((key for key, _ in snapshot), fenced)
+        self.table.fenced.note(fenced)
         shard = self.cores.new_shard()
         since_yield = 0
         for record in snapshot:

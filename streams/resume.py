@@ -50,6 +50,12 @@ class BundlePositions:
         if next_offset > self._next.get(partition, 0):
             self._next[partition] = next_offset
 
+    def reset(self, partition: int, next_offset: int) -> None:
+        """The partition's shard was rebuilt from a ledger that ends at ``next_offset``: resume
+        there, even below the point this worker had reached (its own rounds may be fenced as a
+        zombie's, :mod:`streams.fencing`, and their bundles must be applied again)."""
+        self._next[partition] = next_offset
+
     def targets(self, committed: Mapping[Any, int | None]) -> dict[Any, int]:
         """The bundles partitions whose committed offset is not the known point, and where to
         seek them instead: behind it costs replays; missing or ahead of it loses bundles

@@ -74,13 +74,16 @@ class Retention:
             return False
         if not shard.evict(horizon):
             return False  # nothing forgotten: the ledger stays as it is
-        compaction = Compaction(shard, partition, horizon, LEDGER_RECORD_MAX_BYTES)
+        compaction = Compaction(shard, partition, horizon, LEDGER_RECORD_MAX_BYTES,
+                                self._epoch(partition))
         keys = []
         for i, (key, _value) in enumerate(self.table.stored_items(partition), 1):
             keys.append(key)
             if i % KEYS_PER_STEP == 0 and not await self._still(shard, partition, epoch):
                 return False
-        live = live_keys(keys)
+        fenced: list[bytes] = []
+        live = live_keys(keys, fenced)  # fenced records are deleted with the replaced ones
+        self._note_fenced(fenced)
         known = set(keys)  # records written meanwhile stay as they are (and stay live)
         parsed = 0
         for key, value in self.table.stored_items(partition):
@@ -104,6 +107,15 @@ class Retention:
         log.info("partition %d: ledger compacted, %d records into %d", partition, len(old),
                  len(parts))
         return True
+
+    def _epoch(self, partition: int) -> int:
+        epochs = getattr(self.table, "epochs", None)
+        return 0 if epochs is None else epochs.get(partition, 0)
+
+    def _note_fenced(self, keys: list[bytes]) -> None:
+        fenced = getattr(self.table, "fenced", None)
+        if fenced is not None:
+            fenced.note(keys)
 
     async def _still(self, shard: object, partition: int, epoch: int) -> bool:
         """Yield to the event loop; whether the partition's shard is still this one."""

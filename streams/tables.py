@@ -25,6 +25,9 @@ Which Faust hooks, and why they are reliable (faust-streaming 0.15.x, ``tables/r
   A rebalance that starts meanwhile is detected (the recovery start signal, and an epoch
   counter bumped by ``on_rebalance``), and the stale rebuild is abandoned; the next recovery
   round calls the hook again.
+  Each partition rebuilt here is one this worker takes over: before its first round, the
+  hook writes the partition's fence with the next epoch (:mod:`streams.fencing`), so that
+  records an older owner writes from then on are ignored by every reader.
 
 Iterating one partition: the RocksDB store keeps one database per partition, and Faust's own
 iteration only covers active partitions; here one partition's database is read directly. The
@@ -47,6 +50,7 @@ from faust.types import TP
 from engine.calendar import Calendar
 from engine.config import Config
 from engine.core import Core
+from streams.fencing import FencedRecords, fence_key, fence_value, next_epoch
 from streams.heap import HeapKeeper
 from streams.ledger import Shard, key_offset, ledger_partition, live_keys
 from streams.resume import BundlePositions
@@ -166,6 +170,12 @@ class LedgerTable(faust.Table):
         self.stale: set[int] = set()
         #: partitions whose local store offset stopped at another worker's writes (logged once)
         self.gaps: set[int] = set()
+        #: active partition -> the epoch this worker writes it with (streams.fencing)
+        self.epochs: dict[int, int] = {}
+        #: writes the fence of a partition taken over (the LedgerWriter; None: no fences)
+        self.writer: Any = None
+        #: fenced records met by any reader, logged and counted once
+        self.fenced = FencedRecords()
 
     async def on_changelog_event(self, event: Any) -> None:
         """Every record Faust's recovery reads, as it is read (the store gets them in batches,
@@ -230,7 +240,12 @@ class LedgerTable(faust.Table):
     def live_items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
         """The stored records a restore reads (:func:`streams.ledger.live_keys`): the keys are
         read first (without the values), then the records."""
-        live = live_keys(self.stored_keys(partition))
+        return self._live_items(partition, list(self.stored_keys(partition)))
+
+    def _live_items(self, partition: int, keys: list[bytes]) -> Iterator[tuple[bytes, bytes]]:
+        fenced: list[bytes] = []
+        live = live_keys(keys, fenced)
+        self.fenced.note(fenced)
         return ((key, value) for key, value in self.stored_items(partition) if key in live)
 
     def stored_keys(self, partition: int) -> Iterator[bytes]:
@@ -265,7 +280,9 @@ class LedgerTable(faust.Table):
         topic = self.changelog_topic_name
         revoked_partitions = {tp.partition for tp in revoked if tp.topic == topic}
         self.gaps.clear()  # the recovery that follows reads past them
-        self.cores.begin_rebalance(self._active_partitions() - revoked_partitions)
+        keep = self._active_partitions() - revoked_partitions
+        self.cores.begin_rebalance(keep)
+        self.epochs = {p: epoch for p, epoch in self.epochs.items() if p in keep}
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
@@ -297,7 +314,8 @@ class LedgerTable(faust.Table):
             shard = cores.new_shard()
             count = since_yield = 0
             end = 0
-            for record in self.live_items(partition):
+            keys = list(self.stored_keys(partition))
+            for record in self._live_items(partition, keys):
                 end = max(end, key_offset(record[0]) + 1)
                 entries = restore_shard(shard, iter((record,)))
                 count += entries
@@ -309,22 +327,40 @@ class LedgerTable(faust.Table):
                         log.info("rebalance during rebuild of partition %d; will rebuild again",
                                  partition)
                         return
+            owner_epoch = next_epoch(keys)
+            if self.writer is not None:
+                # before the first round: from here on, an older owner's records for bundles
+                # from ``end`` on are fenced (streams.fencing)
+                await self.writer.write_partition(
+                    partition, [(fence_key(partition, end, owner_epoch),
+                                 fence_value(end, owner_epoch))])
+                if cores.epoch != epoch or self._recovery_restarting():
+                    log.info("rebalance while fencing partition %d; will rebuild again",
+                             partition)
+                    return
+            self.epochs[partition] = owner_epoch
             cores.install(partition, shard)
-            self.positions.advance(partition, end)
+            # where the live ledger ends, even below this worker's own earlier point: records
+            # it wrote as a zombie are fenced, and their bundles must be read again
+            self.positions.reset(partition, end)
             self.heap.freeze()
             # CPU seconds of this thread (the event loop's): on a busy machine the wall clock
             # says more about the neighbours than about the rebuild
             log.info("partition %d: KPI state rebuilt from %d ledger entries in %.2f s "
-                     "(%.2f CPU s)", partition, count, time.monotonic() - started,
-                     time.thread_time() - cpu_started)
+                     "(%.2f CPU s); writing it with epoch %d", partition, count,
+                     time.monotonic() - started, time.thread_time() - cpu_started, owner_epoch)
         cores.ready = True
 
     def rebuild_partition_now(self, partition: int) -> Shard:
         """Synchronous rebuild, for a bundle of a partition without a shard (should not happen)."""
         log.warning("partition %d has no KPI state yet; rebuilding it synchronously", partition)
         shard = self.cores.new_shard()
-        records = list(self.live_items(partition))
+        keys = list(self.stored_keys(partition))
+        records = list(self._live_items(partition, keys))
         restore_shard(shard, iter(records))
-        self.positions.advance(partition, ledger_end(key for key, _ in records))
+        self.positions.reset(partition, ledger_end(key for key, _ in records))
+        # no fence can be written synchronously: its records are not fenced by older owners'
+        # rounds, but take precedence over them (a higher epoch)
+        self.epochs[partition] = next_epoch(keys)
         self.cores.install(partition, shard)
         return shard

@@ -43,6 +43,7 @@ from streams.replicas import REFRESH_SECONDS as REPLICA_REFRESH_SECONDS
 from streams.replicas import Replicas
 from streams.retention import RETENTION_INTERVAL_SECONDS, Retention
 from streams.resume import BundlePositions
+from streams.standby_flow import keep_standby_records_on_resume
 from streams.tables import LedgerTable, PartitionCores
 from streams.topics import (
     LEDGER_TABLE,
@@ -120,6 +121,7 @@ def build_worker(config: Config, *, on_fatal: FatalHandler = exit_on_kafka_failu
     cores = PartitionCores(config)
     positions = BundlePositions(bundles_topic_name(config))
     positions.install(app.consumer)
+    keep_standby_records_on_resume(app)
     table = LedgerTable(
         app,
         cores=cores,
@@ -131,8 +133,9 @@ def build_worker(config: Config, *, on_fatal: FatalHandler = exit_on_kafka_failu
         partitions=config.topics.partitions,
         extra_topic_configs=changelog_topic_config(config),
         beacon=app.tables.beacon,
-        help="<partition>|<last bundle offset> -> the ledger entries of that apply round "
-             "(streams.ledger).",
+        help="<partition>|<last bundle offset>|e<writer epoch> -> the ledger entries of that "
+             "apply round (streams.ledger); <partition>|<from>|f<epoch>: a new owner's fence "
+             "(streams.fencing).",
     )
     app.tables.add(table)
     metrics.bind_state(lambda: cores.ready, lambda: len(cores))
@@ -146,6 +149,8 @@ def build_worker(config: Config, *, on_fatal: FatalHandler = exit_on_kafka_failu
     else:
         ingest = IngestProcess(app, config, metrics, log_level=log_level, beacon=app.beacon)
     writer = LedgerWriter(config, table, beacon=app.beacon)
+    table.writer = writer  # writes the fence of each partition taken over (streams.fencing)
+    table.fenced.count = metrics.ledger_fenced.inc
     # Dependencies added before the app starts are started first and stopped last, in the
     # order added: the dead-letter watch takes its first look before the ingest stage can
     # send a dead letter (streams.dead_letter_topic).

@@ -161,10 +161,6 @@ def _java_and_lib(cluster) -> tuple:
     return find_java(), ensure_kafka_jars(cluster.version, cluster.cache_dir)
 
 
-@pytest.mark.xfail(strict=False, reason="intermittent (passed 2 of 3 runs after the session-4 "
-                   "fixes): sometimes, after SIGCONT, the resumed worker serves its own "
-                   "partitions completely but a standby replica it keeps is not followed any "
-                   "more, so that partition stays in `missing` for minutes (docs/reliability.md)")
 def test_a_zombie_owner_paused_past_its_session_changes_no_count(cluster, tmp_path) -> None:
     """Two workers; one is SIGSTOPped for longer than its session timeout mid-stream (the
     other takes its partitions over), then SIGCONTinued: a zombie. The counts stay exact."""

@@ -19,8 +19,9 @@ from types import SimpleNamespace
 from faust.types import TP
 
 from engine.config import Config
+from streams.fencing import FencedRecords
 from streams.ledger import invalid_item, ledger_key
-from streams.replicas import Replicas
+from streams.replicas import DROPPED_CHECKS, Replicas
 from streams.tables import PartitionCores
 
 TOPIC = "app-ledger-changelog"
@@ -39,10 +40,23 @@ class StandbyTable:
         self.ends: dict[int, int] = {p: 0 for p in range(PARTITIONS)}
         self.end_requests = 0
         self.on_changelog_record = None
+        self.fenced = FencedRecords()
         assignor = SimpleNamespace(assigned_standbys=lambda: {
             TP(TOPIC, p) for p in self.standby_partitions})
-        self.app = SimpleNamespace(assignor=assignor,
-                                   consumer=SimpleNamespace(highwaters=self._highwaters))
+        #: the consumer's fetch position per partition (None: unknown), and the seeks made
+        self.positions: dict[int, int | None] = {p: None for p in range(PARTITIONS)}
+        self.seeks: list[tuple[int, int]] = []
+        self.recovery = SimpleNamespace(standby_offsets={})
+        consumer = SimpleNamespace(highwaters=self._highwaters, position=self._position,
+                                   seek=self._seek)
+        self.app = SimpleNamespace(assignor=assignor, consumer=consumer,
+                                   tables=SimpleNamespace(recovery=self.recovery))
+
+    async def _position(self, tp) -> int | None:
+        return self.positions[tp.partition]
+
+    async def _seek(self, tp, offset: int) -> None:
+        self.seeks.append((tp.partition, offset))
 
     async def _highwaters(self, *tps) -> dict:
         self.end_requests += 1
@@ -186,3 +200,37 @@ def test_records_dropped_with_a_standby_leave_no_offset_behind() -> None:
         assert replicas.coverage()[1] == [1]
 
     asyncio.run(run())
+
+
+def test_records_fetched_but_never_taken_are_read_again() -> None:
+    """Faust dropped standby records it had fetched (the consumer's position is at the end,
+    the replica behind it): the partition is read again from the first record the replica
+    lacks, and the recovery's last-applied offset lowered so that it takes them again.
+    Before: no seek, the replica missing until the owner wrote again (for good at the end of
+    a stream)."""
+    table, replicas = make({1})
+
+    async def run() -> None:
+        first = record(1, 0)
+        replicas.take(changelog_event(1, 0, *first))
+        await replicas.refresh()
+        table.ends[1] = 3  # records 1 and 2 were fetched and dropped
+        table.positions[1] = 3
+        tp = TP(TOPIC, 1)
+        table.recovery.standby_offsets[tp] = 2
+        for _ in range(DROPPED_CHECKS - 1):
+            await replicas.update_ends()
+        assert table.seeks == []  # records may still be on their way
+        await replicas.update_ends()
+        assert table.seeks == [(1, 1)]
+        assert table.recovery.standby_offsets[tp] == 0
+        assert replicas.coverage()[1] == [1]
+        for offset in (1, 2):
+            replicas.take(changelog_event(1, offset, *record(1, offset)))
+        await replicas.update_ends()
+        assert table.seeks == [(1, 1)]
+        assert replicas.coverage()[1] == []
+        assert invalid_count(replicas.coverage()[0], 1) == 3
+
+    asyncio.run(run())
+
