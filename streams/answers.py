@@ -26,8 +26,8 @@ spends. While the credit is spent, a request is served the last answer computed 
 however old (its ``as_of`` says when), or gets ``503`` with ``Retry-After`` if there is none.
 Cheap answers never notice; expensive ones come less often instead of starving the stage that
 makes them right. When the credit comes back, it goes to the answer most overdue among those
-asked in the last :data:`ASKED_SECONDS` (none yet, else the oldest), not to whichever request
-comes first: otherwise the endpoint asked most often (the wallboard's) would take every
+asked in the last :data:`ASKED_SECONDS` and not computed since (none yet, else the oldest),
+not to whichever request comes first: otherwise the endpoint asked most often (the wallboard's) would take every
 computation and another (Prometheus's scrape) would be served the same stale answer forever.
 """
 
@@ -114,8 +114,11 @@ class SharedAnswers:
         self._computed_in_window = 0
         self._credit = credit
         self._credit_at = clock()
-        #: when each answer was last asked for (the ones that compete for the credit)
+        #: when each answer was last asked for
         self._asked: dict[tuple[str, Hashable], float] = {}
+        #: answers asked for and not computed (served stale, or refused) since they were last
+        #: computed: the ones that compete for the credit
+        self._waiting: set[tuple[str, Hashable]] = set()
         #: answers being computed, shared by the requests that ask meanwhile
         self._pending: dict[tuple[str, Hashable], asyncio.Future[bytes]] = {}
         self._computing = False
@@ -151,6 +154,7 @@ class SharedAnswers:
         credit = self.credit()
         if credit < 0 or (kept is not None and (
                 self._computing or self._more_overdue_than(slot, kept[0], now))):
+            self._waiting.add(slot)
             if kept is not None:
                 if self.stale_counter is not None:
                     self.stale_counter.labels(endpoint=endpoint).inc()
@@ -160,6 +164,7 @@ class SharedAnswers:
         if now - self._window_start >= self.interval:
             self._window_start, self._computed_in_window = now, 0
         if self._computed_in_window >= self.budget:
+            self._waiting.add(slot)
             raise Busy(self._window_start + self.interval - now)
         self._computed_in_window += 1
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
@@ -185,6 +190,7 @@ class SharedAnswers:
         finally:
             del self._pending[slot]
         future.set_result(answer)
+        self._waiting.discard(slot)
         if self.counter is not None:
             self.counter.labels(endpoint=endpoint).inc()
         self._answers[slot] = (self.clock(), answer)
@@ -195,11 +201,14 @@ class SharedAnswers:
 
     def _more_overdue_than(self, slot: tuple[str, Hashable], computed_at: float,
                            now: float) -> bool:
-        """True if another answer asked lately is more overdue than ``slot``'s (computed at
-        ``computed_at``): it has none yet, or an older one; it gets the credit first."""
-        for other, asked_at in list(self._asked.items()):
-            if now - asked_at > ASKED_SECONDS:
-                del self._asked[other]
+        """True if another answer that was asked for lately and not computed (it was served
+        stale or refused) is more overdue than ``slot``'s (computed at ``computed_at``): it has
+        none yet, or an older one; it gets the credit first. An answer asked and served fresh
+        does not count: with the credit to spare, each is computed when asked."""
+        for other in list(self._waiting):
+            asked_at = self._asked.get(other)
+            if asked_at is None or now - asked_at > ASKED_SECONDS:
+                self._waiting.discard(other)
                 continue
             if other == slot:
                 continue
