@@ -51,7 +51,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bench_report import DEFAULT_CONFIG, ensure_default_file
-from bench_worker import produce
+from bench_worker import produce, worker_toml
 from broker import broker
 
 from engine.kafka_local import free_port
@@ -90,18 +90,9 @@ class Runs:
         self.base = f"http://127.0.0.1:{self.port}"
         self.data_dir = workdir / "data"
         self.config = workdir / "worker.toml"
-        self.config.write_text(f"""
-[kafka]
-bootstrap_servers = "{bootstrap}"
-[topics]
-input = "{topic}"
-dead_letter = "{topic}-dlq"
-partitions = {partitions}
-[worker]
-app_id = "bench-recovery-{uuid.uuid4().hex[:8]}"
-data_dir = "{self.data_dir}"
-web_port = {self.port}
-""" + DEFAULT_CONFIG.read_text())
+        self.config.write_text(worker_toml(bootstrap, topic, partitions, "recovery",
+                                           self.data_dir, self.port)
+                               + DEFAULT_CONFIG.read_text())
         self.process: subprocess.Popen | None = None
         self.log_path: Path | None = None
 

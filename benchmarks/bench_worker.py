@@ -201,14 +201,11 @@ def bench_naive(bootstrap: str, topic: str, partitions: int, count: int, broker_
 
 # -- 3. the worker -------------------------------------------------------------------------------
 
-class Worker:
-    """``kpi-engine worker`` in a child process, with a fresh app id."""
-
-    def __init__(self, bootstrap: str, topic: str, partitions: int, workdir: Path,
-                 label: str) -> None:
-        self.port = free_port()
-        self.config = workdir / f"{label}.toml"
-        self.config.write_text(f"""
+def worker_toml(bootstrap: str, topic: str, partitions: int, label: str, data_dir: Path,
+                port: int) -> str:
+    """The ``[kafka]``, ``[topics]`` and ``[worker]`` sections of a benchmark's worker: a fresh
+    app id (``bench-<label>-…``), the dead-letter topic beside ``topic``."""
+    return f"""
 [kafka]
 bootstrap_servers = "{bootstrap}"
 [topics]
@@ -217,9 +214,21 @@ dead_letter = "{topic}-dlq"
 partitions = {partitions}
 [worker]
 app_id = "bench-{label}-{uuid.uuid4().hex[:8]}"
-data_dir = "{workdir / label}"
-web_port = {self.port}
-""" + (PIPELINE_CONFIG.read_text() if STAGES[0] else ""))
+data_dir = "{data_dir}"
+web_port = {port}
+"""
+
+
+class Worker:
+    """``kpi-engine worker`` in a child process, with a fresh app id."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int, workdir: Path,
+                 label: str) -> None:
+        self.port = free_port()
+        self.config = workdir / f"{label}.toml"
+        self.config.write_text(worker_toml(bootstrap, topic, partitions, label,
+                                           workdir / label, self.port)
+                               + (PIPELINE_CONFIG.read_text() if STAGES[0] else ""))
         self.log = open(workdir / f"{label}.log", "wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "engine.cli", "worker", "--config", str(self.config)],
