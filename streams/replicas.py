@@ -205,9 +205,10 @@ class Replicas:
         :data:`DROPPED_CHECKS` checks in a row.
 
         Why: Faust can drop standby records it fetched (its changelog queue is cleared when
-        its flow resumes, :mod:`streams.standby_flow`; seen too with the flow never suspended
-        in the window, cause not pinned down), and seeks standby partitions only when the next
-        recovery starts. The replica then stays behind, *missing*, until the owner writes again
+        its flow resumes, :mod:`streams.standby_flow`; records of a paused partition taken
+        from the client while no partition was active, :mod:`streams.paused_fetch`; both
+        fixed, this is the net for a path not known yet), and seeks standby partitions only
+        when the next recovery starts. The replica then stays behind, *missing*, until the owner writes again
         (at the end of a stream, for good). Reading again is harmless: a record at an offset
         never changes, and the store and the replica take it again as they took it first.
         """

@@ -39,6 +39,7 @@ from streams.ingest import Ingest
 from streams.ingest_process import IngestProcess
 from streams.kafka import FatalHandler, exit_on_kafka_failure
 from streams.metrics import WorkerMetrics
+from streams.paused_fetch import fetch_only_active_partitions
 from streams.replicas import REFRESH_SECONDS as REPLICA_REFRESH_SECONDS
 from streams.replicas import Replicas
 from streams.retention import RETENTION_INTERVAL_SECONDS, Retention
@@ -122,6 +123,7 @@ def build_worker(config: Config, *, on_fatal: FatalHandler = exit_on_kafka_failu
     positions = BundlePositions(bundles_topic_name(config))
     positions.install(app.consumer)
     keep_standby_records_on_resume(app)
+    fetch_only_active_partitions(app.consumer)
     table = LedgerTable(
         app,
         cores=cores,
