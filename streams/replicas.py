@@ -14,8 +14,10 @@ function of the records), and keeps them current as records arrive:
 - a plain ledger record (one apply round) is restored into the replica shard on arrival;
 - a compaction (a key with ``|r``) or a tombstone changes which records are live
   (:func:`streams.ledger.live_keys`), so the partition's replica is rebuilt from the local store
-  in the background (:meth:`Replicas.refresh`, with yields), and served again once rebuilt;
-  so is a new owner's fence, but only when it fences a record the replica holds.
+  in the background (:meth:`Replicas.refresh`, with yields); the shard it replaces is served
+  meanwhile (:attr:`Replicas.stand_in`), since retention changes no reported number;
+- a new owner's fence that fences a record the replica holds (a zombie's round) makes it
+  rebuild too, and *missing* until rebuilt; one that fences nothing changes nothing.
 
 A replica is served only while it is *current*: it has applied its changelog partition up to
 the end offset (high watermark) the partition had at the newest check at least
@@ -102,6 +104,12 @@ class Replicas:
         #: restoring a record twice is harmless, Shard.restore)
         self._arrived: dict[int, list[bytes]] = {}
         self._restart: set[int] = set()  # a compaction arrived during the rebuild
+        #: dirty partitions whose shard is served until the rebuild is done: only a
+        #: compaction or its tombstones made them dirty, which change which records are live,
+        #: not the numbers of a reported window (retention forgets only what lies before the
+        #: oldest one, docs/decisions.md). Without it every replica of a partition was
+        #: *missing* at each retention pass of its owner (hourly), for the rebuild's seconds.
+        self.stand_in: set[int] = set()
         #: standby partition -> the fences among its records (streams.fencing)
         self.fences: dict[int, list[Fence]] = {}
         #: standby partition -> checks in a row it looked dropped (reread_dropped)
@@ -151,21 +159,41 @@ class Replicas:
                 self.table.fenced.note((key,))
                 return  # a zombie's record: read by nobody (streams.fencing)
         reshaped = value is None or fence or b"|r" in key
+        shard = self.shards.get(p)
+        if reshaped:
+            if fence or shard is None:
+                self.stand_in.discard(p)  # it holds a zombie's round: not served
+            elif p not in self.dirty:
+                self.stand_in.add(p)
         if p in self._arrived:
             if reshaped:
                 self._restart.add(p)
             else:
                 self._arrived[p].append(value)
+                self._follow_stand_in(p, shard, value)
             return
-        shard = self.shards.get(p)
         if shard is None or p in self.dirty or reshaped:
             self.dirty.add(p)
+            if not reshaped:
+                self._follow_stand_in(p, shard, value)
             return
         try:
             shard.restore(orjson.loads(value))
         except Exception:  # a record it cannot read: rebuild instead
             log.exception("replica of partition %d: cannot restore a record", p)
+            self.stand_in.discard(p)
             self.dirty.add(p)
+
+    def _follow_stand_in(self, p: int, shard: Shard | None, value: bytes) -> None:
+        """A plain record of a partition whose shard stands in while it is rebuilt: the
+        stand-in takes it too, so that it stays current."""
+        if p not in self.stand_in or shard is None:
+            return
+        try:
+            shard.restore(orjson.loads(value))
+        except Exception:
+            log.exception("replica of partition %d: cannot restore a record", p)
+            self.stand_in.discard(p)
 
     async def refresh(self) -> None:
         """Drop replicas of partitions no longer standby here; rebuild the dirty ones."""
@@ -175,6 +203,7 @@ class Replicas:
             self.fences.pop(p, None)
             self._dropped.pop(p, None)
             self.shards.pop(p, None)
+            self.stand_in.discard(p)
             self.applied.pop(p, None)
             self._forget_ends({p})
         for p in sorted(standbys - set(self.records)):
@@ -198,6 +227,7 @@ class Replicas:
                 self._arrived.pop(p, None)
             self.shards[p] = shard
             self.dirty.discard(p)
+            self.stand_in.discard(p)
             log.info("replica of partition %d rebuilt", p)
 
     def _forget_ends(self, partitions: set[int]) -> None:
@@ -338,7 +368,8 @@ class Replicas:
                 if shard is not None:
                     served[p] = shard
         for p, shard in self.shards.items():
-            if p not in served and p not in self.dirty and self.current(p):
+            if p not in served and (p not in self.dirty or p in self.stand_in) \
+                    and self.current(p):
                 served[p] = shard
         missing = [p for p in range(self.partitions) if p not in served]
         self._note_behind(missing)

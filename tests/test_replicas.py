@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
+import orjson
 from faust.types import TP
 
 from engine.config import Config
 from streams.fencing import FencedRecords, fence_key, fence_value
-from streams.ledger import invalid_item, ledger_key
+from streams.ledger import Compaction, invalid_item, ledger_key, live_keys
 from streams.replicas import DROPPED_CHECKS, Replicas
 from streams.tables import PartitionCores
 
@@ -234,6 +235,52 @@ def test_a_fence_behind_a_zombies_round_rebuilds_the_replica_without_it() -> Non
         await replicas.refresh()
         served, missing = replicas.coverage()
         assert missing == [] and invalid_count(served, 1) == 2
+
+    asyncio.run(run())
+
+
+def test_a_replica_rebuilt_after_its_owners_compaction_is_served_meanwhile() -> None:
+    """The owner's retention pass compacts the partition (new ``|r`` records, then tombstones
+    for those they replace): the replica is rebuilt from the records now live, and the shard
+    it had is served until then, following the records that arrive meanwhile. Before, the
+    partition was *missing* on every worker replicating it at each retention pass (hourly),
+    for the rebuild's seconds with years of state."""
+    table, replicas = make({1})
+    table.ends[1] = 3
+
+    async def run() -> None:
+        await replicas.update_ends()
+        store = dict(record(1, offset, epoch=1) for offset in range(3))
+        for offset, (key, value) in enumerate(sorted(store.items())):
+            replicas.take(changelog_event(1, offset, key, value))
+        await replicas.refresh()
+        before = dict(replicas.coverage()[0])[1]
+        owners = replicas.cores.new_shard()  # the owner's shard, as its retention pass has it
+        for key, value in sorted(store.items()):
+            owners.restore(orjson.loads(value))
+        compaction = Compaction(owners, 1, 0, 900 * 1024, epoch=1)
+        live = live_keys(store)
+        for key, value in sorted(store.items()):
+            compaction.feed(key, value, key in live)
+        result = compaction.finish()
+        assert result is not None
+        parts, old = result
+        assert parts and all(b"|r" in key for key, _ in parts) and set(old) == set(store)
+        offset = 3
+        for key, value in [*parts, *((key, None) for key in old)]:
+            replicas.take(changelog_event(1, offset, key, value))
+            offset += 1
+        replicas.take(changelog_event(1, offset, *record(1, 3, epoch=1)))  # a round after it
+        table.ends[1] = offset + 1
+        await replicas.update_ends()
+        await replicas.update_ends()
+        served, missing = replicas.coverage()
+        assert missing == [], "a replica was missing while rebuilt after a compaction"
+        assert dict(served)[1] is before and invalid_count(served, 1) == 4
+        await replicas.refresh()
+        served, missing = replicas.coverage()
+        assert missing == [] and dict(served)[1] is not before
+        assert invalid_count(served, 1) == 4
 
     asyncio.run(run())
 
