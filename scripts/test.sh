@@ -27,4 +27,4 @@ run_suite
 # reached, and each test checks that the worker really refused requests without a token.
 KPI_TEST_KAFKA_SECURITY=sasl_ssl KPI_TEST_WEB_SECURITY=tokens_tls run_suite \
   tests/test_worker_equivalence.py tests/test_dashboards_live.py \
-  tests/test_wallboard_browser.py tests/test_ingest_e2e.py
+  tests/test_wallboard_browser.py tests/test_ingest_e2e.py tests/test_worker_faults.py

@@ -103,6 +103,16 @@ def is_fenced(epoch: int, offset: int, fences: Iterable[Fence]) -> bool:
     return any(fence_epoch > epoch and offset >= start for fence_epoch, start in fences)
 
 
+def fences_any(keys: Iterable[bytes], fences: list[Fence]) -> bool:
+    """Whether ``fences`` fence any record among ``keys`` (fence records aside): if none, a
+    restore with them reads exactly the records it read without them."""
+    for key in keys:
+        kind, offset, epoch = parse(key)
+        if kind != "fence" and is_fenced(epoch, offset, fences):
+            return True
+    return False
+
+
 def next_epoch(keys: Iterable[bytes]) -> int:
     """The epoch a new owner takes: one above every epoch in the partition's ledger."""
     return max((key_epoch(key) for key in keys), default=0) + 1

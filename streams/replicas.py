@@ -14,10 +14,14 @@ function of the records), and keeps them current as records arrive:
 - a plain ledger record (one apply round) is restored into the replica shard on arrival;
 - a compaction (a key with ``|r``) or a tombstone changes which records are live
   (:func:`streams.ledger.live_keys`), so the partition's replica is rebuilt from the local store
-  in the background (:meth:`Replicas.refresh`, with yields), and served again once rebuilt.
+  in the background (:meth:`Replicas.refresh`, with yields); the shard it replaces is served
+  meanwhile (:attr:`Replicas.stand_in`), since retention changes no reported number;
+- a new owner's fence that fences a record the replica holds (a zombie's round) makes it
+  rebuild too, and *missing* until rebuilt; one that fences nothing changes nothing.
 
 A replica is served only while it is *current*: it has applied its changelog partition up to
-the end offset (high watermark) the partition had at the last check. The end offsets of the
+the end offset (high watermark) the partition had at the newest check at least
+:data:`GRACE_SECONDS` old. The end offsets of the
 standby changelog partitions are read in the background once a second
 (:meth:`Replicas.update_ends`, one ``ListOffsets`` request through Faust's consumer), never per
 request; a replica still reading its changelog (a worker that just joined, a slow broker) is
@@ -36,13 +40,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
+from collections import deque
 from typing import Any
 
 import orjson
 from faust.types import TP
 
 from engine.core import Core
-from streams.fencing import Fence, fences_of, is_fence, is_fenced
+from streams.fencing import Fence, fences_any, fences_of, is_fence, is_fenced
 from streams.fencing import parse as parse_key
 from streams.ledger import Shard, live_keys
 from streams.tables import REBUILD_YIELD_EVERY, LedgerTable, PartitionCores, restore_shard
@@ -53,6 +60,19 @@ log = logging.getLogger(__name__)
 REFRESH_SECONDS = 1.0
 #: How long reading the end offsets may take before the last ones read are kept (seconds).
 END_OFFSETS_TIMEOUT_SECONDS = 5.0
+#: A replica is current once it has what its changelog held this long ago (seconds), judged
+#: by the end offsets the background checks read (:meth:`Replicas.current`). Why not the last
+#: check's: the end read at a check includes what the owner wrote a moment before, which the
+#: replica reads a moment later. Under steady traffic that moment is milliseconds (measured: 0
+#: of ~100 answers per worker missing at 400 messages a second, with either rule), but right
+#: after a rebalance the replicas read more slowly, and every new owner writes a fence then
+#: (:mod:`streams.fencing`): seen in CI, a worker answered 503 naming the partition just taken
+#: over, right after the takeover, its replica one fence short. So a replica answers as of at
+#: most this long before (plus one check), never with less than its changelog held then: the
+#: order of an owner's own input latency. A time, not a number of checks: a timer that fell
+#: behind (a busy event loop) runs its checks back to back. 0 is the strict rule
+#: (``KPI_REPLICA_GRACE_SECONDS``, for comparison).
+GRACE_SECONDS = float(os.environ.get("KPI_REPLICA_GRACE_SECONDS", "1.0"))
 #: Checks in a row in which a replica is behind its end although the consumer has fetched up
 #: to it, before its records are read again (:meth:`Replicas.reread_dropped`).
 DROPPED_CHECKS = 3
@@ -73,11 +93,23 @@ class Replicas:
         self.applied: dict[int, int] = {}
         #: changelog partition -> its end offset at the last check (:meth:`update_ends`)
         self.ends: dict[int, int] = {}
+        #: (monotonic time, ends) of the checks that read them, oldest first: back to the
+        #: newest one at least GRACE_SECONDS old
+        self.ends_history: deque[tuple[float, dict[int, int]]] = deque()
+        self.clock = time.monotonic
+        #: partition -> since when its replica has been behind (for the log, :meth:`coverage`)
+        self._behind_since: dict[int, float] = {}
         self._ends_failing = False
         #: partition being rebuilt -> plain records that arrived meanwhile (restored after it:
         #: restoring a record twice is harmless, Shard.restore)
         self._arrived: dict[int, list[bytes]] = {}
         self._restart: set[int] = set()  # a compaction arrived during the rebuild
+        #: dirty partitions whose shard is served until the rebuild is done: only a
+        #: compaction or its tombstones made them dirty, which change which records are live,
+        #: not the numbers of a reported window (retention forgets only what lies before the
+        #: oldest one, docs/decisions.md). Without it every replica of a partition was
+        #: *missing* at each retention pass of its owner (hourly), for the rebuild's seconds.
+        self.stand_in: set[int] = set()
         #: standby partition -> the fences among its records (streams.fencing)
         self.fences: dict[int, list[Fence]] = {}
         #: standby partition -> checks in a row it looked dropped (reread_dropped)
@@ -113,28 +145,55 @@ class Replicas:
             records[key] = value
         fence = value is not None and is_fence(key)
         if fence:
-            self.fences.setdefault(p, []).extend(fences_of((key,)))
+            new = fences_of((key,))
+            self.fences.setdefault(p, []).extend(new)
+            if not fences_any(records, new):
+                # Every new owner writes one: it fences nothing the replica holds (no zombie
+                # wrote past it), so the shard stays as it is and is served on. Rebuilding it
+                # made the partition *missing* for a second on every worker after each
+                # takeover (seen: a 503 right after a takeover, "rebuilding").
+                return
         elif value is not None:
             _, offset, epoch = parse_key(key)
             if is_fenced(epoch, offset, self.fences.get(p, ())):
                 self.table.fenced.note((key,))
                 return  # a zombie's record: read by nobody (streams.fencing)
         reshaped = value is None or fence or b"|r" in key
+        shard = self.shards.get(p)
+        if reshaped:
+            if fence or shard is None:
+                self.stand_in.discard(p)  # it holds a zombie's round: not served
+            elif p not in self.dirty:
+                self.stand_in.add(p)
         if p in self._arrived:
             if reshaped:
                 self._restart.add(p)
             else:
                 self._arrived[p].append(value)
+                self._follow_stand_in(p, shard, value)
             return
-        shard = self.shards.get(p)
         if shard is None or p in self.dirty or reshaped:
             self.dirty.add(p)
+            if not reshaped:
+                self._follow_stand_in(p, shard, value)
             return
         try:
             shard.restore(orjson.loads(value))
         except Exception:  # a record it cannot read: rebuild instead
             log.exception("replica of partition %d: cannot restore a record", p)
+            self.stand_in.discard(p)
             self.dirty.add(p)
+
+    def _follow_stand_in(self, p: int, shard: Shard | None, value: bytes) -> None:
+        """A plain record of a partition whose shard stands in while it is rebuilt: the
+        stand-in takes it too, so that it stays current."""
+        if p not in self.stand_in or shard is None:
+            return
+        try:
+            shard.restore(orjson.loads(value))
+        except Exception:
+            log.exception("replica of partition %d: cannot restore a record", p)
+            self.stand_in.discard(p)
 
     async def refresh(self) -> None:
         """Drop replicas of partitions no longer standby here; rebuild the dirty ones."""
@@ -144,7 +203,9 @@ class Replicas:
             self.fences.pop(p, None)
             self._dropped.pop(p, None)
             self.shards.pop(p, None)
+            self.stand_in.discard(p)
             self.applied.pop(p, None)
+            self._forget_ends({p})
         for p in sorted(standbys - set(self.records)):
             # Nothing read for it yet: the local store holds it up to where Faust reads on
             # (e.g. a partition this worker owned before), and later records pass take().
@@ -166,7 +227,15 @@ class Replicas:
                 self._arrived.pop(p, None)
             self.shards[p] = shard
             self.dirty.discard(p)
+            self.stand_in.discard(p)
             log.info("replica of partition %d rebuilt", p)
+
+    def _forget_ends(self, partitions: set[int]) -> None:
+        """Partitions no longer standby here: a later standby period starts from its own
+        first check (another worker may have written meanwhile)."""
+        for ends in (self.ends, *(ends for _, ends in self.ends_history)):
+            for p in partitions:
+                ends.pop(p, None)
 
     def _stored_upto(self, p: int) -> int:
         """The changelog offset the local store holds partition ``p`` up to (exclusive)."""
@@ -177,7 +246,7 @@ class Replicas:
         """Read the end offsets of the standby changelog partitions (kept if that fails)."""
         topic = self.table.changelog_topic_name
         standbys = self.standbys()
-        self.ends = {p: end for p, end in self.ends.items() if p in standbys}
+        self._forget_ends(set(self.ends) - standbys)
         tps = [TP(topic, p) for p in sorted(standbys)]
         if not tps:
             return
@@ -197,6 +266,10 @@ class Replicas:
         for tp, end in ends.items():
             if end is not None and end >= 0:
                 self.ends[tp.partition] = end
+        now = self.clock()
+        self.ends_history.append((now, dict(self.ends)))
+        while len(self.ends_history) > 1 and self.ends_history[1][0] <= now - GRACE_SECONDS:
+            self.ends_history.popleft()  # the next one is old enough to judge by
         await self.reread_dropped(standbys)
 
     async def reread_dropped(self, standbys: set[int]) -> None:
@@ -248,9 +321,22 @@ class Replicas:
                 log.exception("replica of partition %d: cannot read it again", p)
 
     def current(self, p: int) -> bool:
-        """Whether the replica of ``p`` has applied its changelog up to the last end read."""
-        end = self.ends.get(p)
-        return end is not None and self.applied.get(p, -1) >= end
+        """Whether the replica of ``p`` has applied its changelog up to the end read at the
+        newest check at least :data:`GRACE_SECONDS` ago (a partition with no check that old:
+        its first check's end; no check since the broker went away: the last end read)."""
+        return p in self.ends and self.applied.get(p, -1) >= self._judged_end(p)
+
+    def _judged_end(self, p: int) -> int:
+        then = self.clock() - GRACE_SECONDS
+        end = None
+        for at, ends in self.ends_history:
+            if p not in ends:
+                continue
+            if end is None or at <= then:
+                end = ends[p]
+            else:
+                break
+        return self.ends[p] if end is None else end
 
     async def _rebuild(self, p: int) -> Shard | None:
         records = self.records.get(p)
@@ -283,10 +369,28 @@ class Replicas:
                 if shard is not None:
                     served[p] = shard
         for p, shard in self.shards.items():
-            if p not in served and p not in self.dirty and self.current(p):
+            if p not in served and (p not in self.dirty or p in self.stand_in) \
+                    and self.current(p):
                 served[p] = shard
         missing = [p for p in range(self.partitions) if p not in served]
+        self._note_behind(missing)
         return sorted(served.items()), missing
+
+    def _note_behind(self, missing: list[int]) -> None:
+        """Log when a built replica starts being missing, and when it is served again: an
+        operator sees which partition a worker refuses to answer for, and for how long."""
+        now = self.clock()
+        for p in missing:
+            if p in self.shards and p not in self._behind_since:
+                self._behind_since[p] = now
+                log.info("replica of partition %d is behind its changelog (%s, has up to "
+                         "offset %s, the end judged by is %s, the last read %s): partition "
+                         "missing from answers", p, "rebuilding" if p in self.dirty else
+                         "built", self.applied.get(p), self._judged_end(p)
+                         if p in self.ends else None, self.ends.get(p))
+        for p in [p for p in self._behind_since if p not in missing]:
+            log.info("replica of partition %d served again after %.2f s", p,
+                     now - self._behind_since.pop(p))
 
 
 def cores_and_counts(served: list[tuple[int, Shard]]) -> tuple[list[Core], dict[str, int]]:

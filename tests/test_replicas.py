@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
+import orjson
 from faust.types import TP
 
 from engine.config import Config
-from streams.fencing import FencedRecords
-from streams.ledger import invalid_item, ledger_key
+from streams.fencing import FencedRecords, fence_key, fence_value
+from streams.ledger import Compaction, invalid_item, ledger_key, live_keys
 from streams.replicas import DROPPED_CHECKS, Replicas
 from streams.tables import PartitionCores
 
@@ -39,6 +40,7 @@ class StandbyTable:
         self.persisted: dict[int, int | None] = {p: None for p in range(PARTITIONS)}
         self.ends: dict[int, int] = {p: 0 for p in range(PARTITIONS)}
         self.end_requests = 0
+        self.now = 0.0  # the replicas' clock: one second passes per end-offset check
         self.on_changelog_record = None
         self.fenced = FencedRecords()
         assignor = SimpleNamespace(assigned_standbys=lambda: {
@@ -60,6 +62,7 @@ class StandbyTable:
 
     async def _highwaters(self, *tps) -> dict:
         self.end_requests += 1
+        self.now += 1.0
         return {tp: self.ends[tp.partition] for tp in tps}
 
     def stored_items(self, partition: int):
@@ -69,10 +72,10 @@ class StandbyTable:
         return self.persisted[tp.partition]
 
 
-def record(partition: int, offset: int) -> tuple[bytes, bytes]:
+def record(partition: int, offset: int, epoch: int = 0) -> tuple[bytes, bytes]:
     """One apply round's ledger record: one invalid marker of input ``partition@offset``."""
     _, item = invalid_item("missing_field", partition, offset)
-    return ledger_key(partition, offset), b"[" + item + b"]"
+    return ledger_key(partition, offset, epoch), b"[" + item + b"]"
 
 
 def changelog_event(partition: int, offset: int, key: bytes, value: bytes | None):
@@ -91,7 +94,9 @@ def make(standbys: set[int]) -> tuple[StandbyTable, Replicas]:
     for p in range(PARTITIONS):
         if p not in standbys:
             cores.install(p, cores.new_shard())
-    return table, Replicas(table, cores, PARTITIONS)
+    replicas = Replicas(table, cores, PARTITIONS)
+    replicas.clock = lambda: table.now
+    return table, replicas
 
 
 def test_a_replica_behind_its_changelog_is_missing_until_it_has_caught_up() -> None:
@@ -115,14 +120,167 @@ def test_a_replica_behind_its_changelog_is_missing_until_it_has_caught_up() -> N
         served, missing = replicas.coverage()
         assert missing == [] and invalid_count(served, 2) == 10
 
-        # The owner writes on; once the end offsets are read again, the replica is behind.
+        # The owner writes on: the replica answers as of a second ago, then it is behind.
         table.ends[2] = 12
         await replicas.update_ends()
-        assert replicas.coverage()[1] == [2]
+        served, missing = replicas.coverage()
+        assert missing == [] and invalid_count(served, 2) == 10, (
+            "a replica that has what its changelog held a second ago is current")
+        await replicas.update_ends()
+        assert replicas.coverage()[1] == [2], "two checks behind a moving end is behind"
         for offset in (10, 11):
             replicas.take(changelog_event(2, offset, *record(2, offset)))
         served, missing = replicas.coverage()
         assert missing == [] and invalid_count(served, 2) == 12
+
+    asyncio.run(run())
+
+
+def test_a_replica_following_a_live_owner_stays_current_between_checks() -> None:
+    """The owner writes a round (or, taking a partition over, its fence) just before a check:
+    the end read then includes a record the replica fetches a moment later. The replica has
+    everything the changelog held a check (a second) before, so it answers; under the strict
+    rule it was *missing* until its next fetch (seen in CI: a worker answered 503 naming a
+    partition right after another worker took it over and wrote its fence)."""
+    table, replicas = make({1})
+    table.ends[1] = 0
+
+    async def run() -> None:
+        await replicas.update_ends()
+        await replicas.refresh()
+        assert replicas.coverage()[1] == []
+        for offset in range(20):  # a live owner: a record before every check
+            table.ends[1] = offset + 1
+            await replicas.update_ends()
+            served, missing = replicas.coverage()
+            assert missing == [], f"a replica one record behind at check {offset} was missing"
+            assert invalid_count(served, 1) == offset
+            replicas.take(changelog_event(1, offset, *record(1, offset)))
+            await replicas.refresh()
+        assert invalid_count(replicas.coverage()[0], 1) == 20
+
+    asyncio.run(run())
+
+
+def test_checks_back_to_back_do_not_shorten_the_grace() -> None:
+    """A timer that fell behind (a busy event loop) runs its checks back to back: the end a
+    replica is judged by is still the one read at least GRACE_SECONDS before, not the one of
+    the check before last."""
+    table, replicas = make({1})
+    table.ends[1] = 1
+
+    async def run() -> None:
+        await replicas.update_ends()
+        replicas.take(changelog_event(1, 0, *record(1, 0)))
+        await replicas.refresh()
+        table.ends[1] = 2
+        await replicas.update_ends()  # one second later: the new owner's fence, say
+        for _ in range(3):  # then three checks within 30 ms
+            table.now -= 0.99
+            await replicas.update_ends()
+        assert replicas.coverage()[1] == [], "checks back to back made a replica missing"
+        table.now += 1.0
+        assert replicas.coverage()[1] == [1], "a replica short a second after is behind"
+
+    asyncio.run(run())
+
+
+def test_a_new_owners_fence_that_fences_nothing_leaves_the_replica_served() -> None:
+    """Every worker that takes a partition over writes a fence before its first round. The
+    replicas of that partition on the other workers hold nothing it fences, so they are served
+    on, the same shard. Before, every fence made the replica rebuild in the background, and
+    the partition was *missing* meanwhile on every other worker (seen in CI: 503 right after a
+    takeover, the log saying "rebuilding")."""
+    table, replicas = make({1})
+    table.ends[1] = 3
+
+    async def run() -> None:
+        await replicas.update_ends()
+        for offset in range(3):
+            replicas.take(changelog_event(1, offset, *record(1, offset, epoch=1)))
+        await replicas.refresh()
+        shard = dict(replicas.coverage()[0])[1]
+        replicas.take(changelog_event(1, 3, fence_key(1, 3, 2), fence_value(3, 2)))
+        table.ends[1] = 4
+        await replicas.update_ends()
+        await replicas.update_ends()
+        served, missing = replicas.coverage()
+        assert missing == [], "a fence that fences nothing made the replica missing"
+        assert dict(served)[1] is shard and invalid_count(served, 1) == 3
+        # the new owner's rounds follow; a zombie's round after the fence is read by nobody
+        replicas.take(changelog_event(1, 4, *record(1, 3, epoch=1)))
+        replicas.take(changelog_event(1, 5, *record(1, 4, epoch=2)))
+        assert invalid_count(replicas.coverage()[0], 1) == 4
+
+    asyncio.run(run())
+
+
+def test_a_fence_behind_a_zombies_round_rebuilds_the_replica_without_it() -> None:
+    """A zombie's round reached the replica before the new owner's fence: the fence fences a
+    record the replica holds, so the replica is rebuilt without it (missing meanwhile)."""
+    table, replicas = make({1})
+    table.ends[1] = 3
+
+    async def run() -> None:
+        await replicas.update_ends()
+        for offset in range(2):
+            replicas.take(changelog_event(1, offset, *record(1, offset, epoch=1)))
+        replicas.take(changelog_event(1, 2, *record(1, 5, epoch=1)))  # the zombie's
+        await replicas.refresh()
+        assert invalid_count(replicas.coverage()[0], 1) == 3
+        replicas.take(changelog_event(1, 3, fence_key(1, 2, 2), fence_value(2, 2)))
+        table.ends[1] = 4
+        await replicas.update_ends()
+        assert replicas.coverage()[1] == [1], "a replica holding a fenced record was served"
+        await replicas.refresh()
+        served, missing = replicas.coverage()
+        assert missing == [] and invalid_count(served, 1) == 2
+
+    asyncio.run(run())
+
+
+def test_a_replica_rebuilt_after_its_owners_compaction_is_served_meanwhile() -> None:
+    """The owner's retention pass compacts the partition (new ``|r`` records, then tombstones
+    for those they replace): the replica is rebuilt from the records now live, and the shard
+    it had is served until then, following the records that arrive meanwhile. Before, the
+    partition was *missing* on every worker replicating it at each retention pass (hourly),
+    for the rebuild's seconds with years of state."""
+    table, replicas = make({1})
+    table.ends[1] = 3
+
+    async def run() -> None:
+        await replicas.update_ends()
+        store = dict(record(1, offset, epoch=1) for offset in range(3))
+        for offset, (key, value) in enumerate(sorted(store.items())):
+            replicas.take(changelog_event(1, offset, key, value))
+        await replicas.refresh()
+        before = dict(replicas.coverage()[0])[1]
+        owners = replicas.cores.new_shard()  # the owner's shard, as its retention pass has it
+        for key, value in sorted(store.items()):
+            owners.restore(orjson.loads(value))
+        compaction = Compaction(owners, 1, 0, 900 * 1024, epoch=1)
+        live = live_keys(store)
+        for key, value in sorted(store.items()):
+            compaction.feed(key, value, key in live)
+        result = compaction.finish()
+        assert result is not None
+        parts, old = result
+        assert parts and all(b"|r" in key for key, _ in parts) and set(old) == set(store)
+        offset = 3
+        for key, value in [*parts, *((key, None) for key in old)]:
+            replicas.take(changelog_event(1, offset, key, value))
+            offset += 1
+        replicas.take(changelog_event(1, offset, *record(1, 3, epoch=1)))  # a round after it
+        table.ends[1] = offset + 1
+        await replicas.update_ends()
+        await replicas.update_ends()
+        served, missing = replicas.coverage()
+        assert missing == [], "a replica was missing while rebuilt after a compaction"
+        assert dict(served)[1] is before and invalid_count(served, 1) == 4
+        await replicas.refresh()
+        served, missing = replicas.coverage()
+        assert missing == [] and dict(served)[1] is not before
+        assert invalid_count(served, 1) == 4
 
     asyncio.run(run())
 
