@@ -16,10 +16,11 @@ sees the state exactly as it is between two apply rounds and computes while the 
 applying; a request for an answer being computed waits for that computation, and one whose
 last answer is older than the interval while another is computed is served that last answer.
 
-Why a share of the time as well (:data:`LOOP_SHARE`, :data:`FORKED_SHARE`): an answer's cost grows with the state in
-the windows it covers. In the 30-minute soak (docs/benchmarks.md) a worker with millions of
-events "today" spent seconds per ``/api/kpis`` and ``/metrics`` answer; asked every 5 and 15 s
-it left the apply stage almost no time, and its backlog grew for as long as traffic flowed.
+Why a share of the time as well (:data:`LOOP_SHARE`, :data:`FORKED_SHARE`): an answer's cost
+grows with the state in the windows it covers. In the 30-minute soak (docs/benchmarks.md) a
+worker with millions of events "today" spent seconds per ``/api/kpis`` and ``/metrics``
+answer; asked every 5 and 15 s it left the apply stage almost no time, and its backlog grew
+for as long as traffic flowed.
 So computing answers may take at most :data:`LOOP_SHARE` of the loop's time, kept as a credit
 of seconds that grows at that rate (up to :data:`CREDIT_SECONDS`) and that each computation
 spends. While the credit is spent, a request is served the last answer computed for it,
@@ -27,8 +28,9 @@ however old (its ``as_of`` says when), or gets ``503`` with ``Retry-After`` if t
 Cheap answers never notice; expensive ones come less often instead of starving the stage that
 makes them right. When the credit comes back, it goes to the answer most overdue among those
 asked in the last :data:`ASKED_SECONDS` and not computed since (none yet, else the oldest),
-not to whichever request comes first: otherwise the endpoint asked most often (the wallboard's) would take every
-computation and another (Prometheus's scrape) would be served the same stale answer forever.
+not to whichever request comes first: otherwise the endpoint asked most often (the
+wallboard's) would take every computation and another (Prometheus's scrape) would be served
+the same stale answer forever.
 """
 
 from __future__ import annotations

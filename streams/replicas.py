@@ -177,23 +177,24 @@ class Replicas:
             if not reshaped:
                 self._follow_stand_in(p, shard, value)
             return
-        try:
-            shard.restore(orjson.loads(value))
-        except Exception:  # a record it cannot read: rebuild instead
-            log.exception("replica of partition %d: cannot restore a record", p)
-            self.stand_in.discard(p)
-            self.dirty.add(p)
+        if not self._restore(p, shard, value):
+            self.dirty.add(p)  # a record it cannot read: rebuild instead
 
     def _follow_stand_in(self, p: int, shard: Shard | None, value: bytes) -> None:
         """A plain record of a partition whose shard stands in while it is rebuilt: the
         stand-in takes it too, so that it stays current."""
-        if p not in self.stand_in or shard is None:
-            return
+        if p in self.stand_in and shard is not None:
+            self._restore(p, shard, value)
+
+    def _restore(self, p: int, shard: Shard, value: bytes) -> bool:
+        """Restore one plain record into ``shard``; False (and no stand-in) if it cannot."""
         try:
             shard.restore(orjson.loads(value))
         except Exception:
             log.exception("replica of partition %d: cannot restore a record", p)
             self.stand_in.discard(p)
+            return False
+        return True
 
     async def refresh(self) -> None:
         """Drop replicas of partitions no longer standby here; rebuild the dirty ones."""
@@ -281,9 +282,10 @@ class Replicas:
         its flow resumes, :mod:`streams.standby_flow`; records of a paused partition taken
         from the client while no partition was active, :mod:`streams.paused_fetch`; both
         fixed, this is the net for a path not known yet), and seeks standby partitions only
-        when the next recovery starts. The replica then stays behind, *missing*, until the owner writes again
-        (at the end of a stream, for good). Reading again is harmless: a record at an offset
-        never changes, and the store and the replica take it again as they took it first.
+        when the next recovery starts. The replica then stays behind, *missing*, until the
+        owner writes again (at the end of a stream, for good). Reading again is harmless: a
+        record at an offset never changes, and the store and the replica take it again as
+        they took it first.
         """
         consumer = self.table.app.consumer
         topic = self.table.changelog_topic_name
