@@ -18,7 +18,9 @@ Lifecycle, so that the pair behaves like one process:
 - it dies with the worker (``PR_SET_PDEATHSIG`` on Linux, and a parent check every second
   elsewhere), so a ``kill -9`` of the worker leaves no ingest behind;
 - if it exits on its own, the worker stops too: with the same status after a Kafka failure
-  (the exit-on-Kafka-failure rule of :mod:`streams.kafka`), else as a crash.
+  (the exit-on-Kafka-failure rule of :mod:`streams.kafka`), else as a crash; a clean exit
+  (status 0, a ``SIGTERM`` to the whole process group) first leaves the worker
+  :data:`GROUP_STOP_GRACE_SECONDS` to start its own stop.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ log = logging.getLogger(__name__)
 
 EXIT_CRASH = 1
 STOP_TIMEOUT_SECONDS = 60.0
+#: How long a child that stopped cleanly (on a SIGTERM to the process group) leaves the worker
+#: to start its own stop before its exit counts as a crash.
+GROUP_STOP_GRACE_SECONDS = 5.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -93,6 +98,15 @@ class IngestProcess(Service):
                 continue
             if code == EXIT_KAFKA_FAILURE:
                 exit_on_kafka_failure(RuntimeError("the ingest process could not forward"))
+            if code == 0:
+                # It stopped on a SIGTERM. Sent to the whole process group (systemd's default
+                # KillMode, the demo, job control), the worker has one too and is stopping:
+                # a clean stop, not a crash, if it gets here in time.
+                log.info("the ingest process stopped on a SIGTERM; waiting %.0f s for the "
+                         "worker's own stop", GROUP_STOP_GRACE_SECONDS)
+                await asyncio.sleep(GROUP_STOP_GRACE_SECONDS)
+                if self._stopping:
+                    return
             log.critical("the ingest process exited with status %s", code)
             await self.app.crash(RuntimeError(f"the ingest process exited with status {code}"))
             return

@@ -119,3 +119,30 @@ def test_a_worker_whose_ingest_process_died_stops_and_says_why(start_worker) -> 
     os.kill(child, signal.SIGKILL)
     assert worker.process.wait(timeout=60) != 0
     assert "ingest process exited" in worker.log_tail(200)
+
+
+def test_a_sigterm_to_the_whole_process_group_is_a_clean_stop(start_worker) -> None:
+    """systemd (its default ``KillMode``), the demo and a shell's job control signal the
+    worker's whole process group, so its ingest child gets the ``SIGTERM`` too and may finish
+    first. Before, the worker took the child's clean exit for a crash ("the ingest process
+    exited with status 0", exit status 1; seen stopping the demo), and a supervisor would
+    report a failure. The child is signalled first here, the worst order."""
+    worker = start_worker()
+    assert worker.process is not None
+    child = ingest_child(worker.process.pid)
+    assert child is not None
+    os.kill(child, signal.SIGTERM)
+    time.sleep(0.5)  # the worker's watch sees the child gone
+    assert worker.stop(signal.SIGTERM) == 0, worker.log_tail()
+
+
+def test_an_ingest_process_stopped_alone_still_stops_the_worker(start_worker) -> None:
+    """A clean exit of the child with no stop of the worker after it (the grace for a process
+    group's SIGTERM passes) is still a crash: the worker never runs without its ingest."""
+    worker = start_worker()
+    assert worker.process is not None
+    child = ingest_child(worker.process.pid)
+    assert child is not None
+    os.kill(child, signal.SIGTERM)
+    assert worker.process.wait(timeout=60) != 0
+    assert "ingest process exited with status 0" in worker.log_tail(200)
